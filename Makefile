@@ -1,0 +1,37 @@
+# softkey — the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+ARGS ?=
+
+.PHONY: run test bench e2e fuzz lint demo clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "softkey needs Python >= 3.10")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "Could not create a virtualenv: install python3-venv (e.g. apt-get install python3-venv) and retry."; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+## Plug the key in (UHID); see README for UDP and the other options.
+run: $(STAMP)
+	$(VENV)/bin/softkey run $(ARGS)
+
+## The default test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/softkey demo
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy authenticator transports
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,403 @@
+"""authenticatorMakeCredential, GetAssertion, GetNextAssertion, GetInfo, Selection, Reset.
+
+CTAP 2.1 §6.1-§6.6. Handlers take the decoded request map and the ``Authenticator`` (the
+environment: profile, store, key wrapper, clock, presence) and return the response map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import cbor, cose
+from .ctap import (
+    FLAG_AT,
+    FLAG_ED,
+    FLAG_UP,
+    FLAG_UV,
+    MAX_MSG_SIZE,
+    CtapError,
+    GetAssertionKey,
+    GetAssertionResponseKey,
+    InfoKey,
+    MakeCredentialKey,
+    MakeCredentialResponseKey,
+    Status,
+)
+from .environment import Interaction
+from .keywrap import MAX_ID_LEN, CredentialSecrets
+from .params import descriptor_list, get, opt, options_map
+from .profiles import CTAP2_0, CTAP2_1
+from .store import ResidentCredential
+
+if TYPE_CHECKING:
+    from .device import Authenticator
+
+# getNextAssertion must follow within 30 s (CTAP 2.1 §6.3).
+NEXT_ASSERTION_TIMEOUT = 30.0
+
+CRED_PROTECT_NAMES = {
+    1: "userVerificationOptional",
+    2: "userVerificationOptionalWithCredentialIDList",
+    3: "userVerificationRequired",
+}
+
+
+def rp_id_hash(rp_id: str) -> bytes:
+    return hashlib.sha256(rp_id.encode("utf-8")).digest()
+
+
+def auth_data(
+    rp_hash: bytes,
+    flags: int,
+    counter: int,
+    attested: bytes = b"",
+    extensions: dict[str, Any] | None = None,
+) -> bytes:
+    if attested:
+        flags |= FLAG_AT
+    ext = b""
+    if extensions:
+        flags |= FLAG_ED
+        ext = cbor.encode(extensions)
+    return rp_hash + bytes([flags]) + struct.pack(">I", counter) + attested + ext
+
+
+@dataclass
+class Candidate:
+    """A credential located for a getAssertion: its ID, unwrapped secrets, resident record."""
+
+    credential_id: bytes
+    secrets: CredentialSecrets
+    resident: ResidentCredential | None = None
+
+
+@dataclass
+class PendingAssertions:
+    """State between getAssertion and getNextAssertion; cleared by any other command."""
+
+    rp_hash: bytes
+    client_data_hash: bytes
+    flags: int
+    uv: bool
+    remaining: list[Candidate]
+    expires: float
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+# -- makeCredential ------------------------------------------------------------------------
+
+
+def make_credential(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
+    K = MakeCredentialKey
+    client_data_hash = get(params, K.CLIENT_DATA_HASH, bytes)
+    rp = get(params, K.RP, dict)
+    user = get(params, K.USER, dict)
+    cred_params = get(params, K.PUB_KEY_CRED_PARAMS, list)
+    exclude_ids = descriptor_list(params, K.EXCLUDE_LIST)
+    extensions = opt(params, K.EXTENSIONS, dict) or {}
+    options = options_map(params, K.OPTIONS)
+    pin_uv_auth_param = opt(params, K.PIN_UV_AUTH_PARAM, bytes)
+    pin_uv_auth_protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
+    opt(params, K.ENTERPRISE_ATTESTATION, int)
+
+    rp_id = get(rp, "id", str)
+    rp_name = opt(rp, "name", str)
+    user_id = get(user, "id", bytes)
+    user_name = opt(user, "name", str)
+    user_display_name = opt(user, "displayName", str)
+
+    # Step 3: choose the first supported algorithm, in the platform's order of preference.
+    alg = None
+    for entry in cred_params:
+        if not isinstance(entry, dict):
+            raise CtapError(Status.CBOR_UNEXPECTED_TYPE, "pubKeyCredParams entry must be a map")
+        entry_alg = get(entry, "alg", int)
+        entry_type = get(entry, "type", str)
+        if alg is None and entry_type == "public-key" and entry_alg in auth.profile.algorithms:
+            alg = entry_alg
+    if alg is None:
+        raise CtapError(
+            Status.UNSUPPORTED_ALGORITHM,
+            f"none of the requested algorithms {[e.get('alg') for e in cred_params]} "
+            f"is offered by this key ({list(auth.profile.algorithms)})",
+        )
+
+    uv = auth.pin_uv.check_request(
+        "mc",
+        rp_id,
+        client_data_hash,
+        pin_uv_auth_param,
+        pin_uv_auth_protocol,
+        options,
+        interaction,
+        rk=options.get("rk", False),
+    )
+
+    rk = options.get("rk", False)
+    if options.get("up") is False:
+        # makeCredential always needs presence (CTAP 2.1 §6.1.2 step 5.2).
+        raise CtapError(Status.INVALID_OPTION, "up=false is not allowed in makeCredential")
+
+    rp_hash = rp_id_hash(rp_id)
+
+    # Step 11: excludeList. Level-3 credProtect credentials are not disclosed without UV.
+    for cred_id in exclude_ids:
+        found = auth.locate(cred_id, rp_hash)
+        if found is None:
+            continue
+        if found.secrets.cred_protect == 3 and not uv:
+            continue
+        auth.confirm_presence("makeCredential (excluded credential)", rp_id, interaction,
+                              allow_denied=True)
+        raise CtapError(
+            Status.CREDENTIAL_EXCLUDED,
+            f"a credential in excludeList already exists on this key for {rp_id}",
+        )
+
+    cred_protect = 1
+    ext_out: dict[str, Any] = {}
+    requested_protect = extensions.get("credProtect")
+    if isinstance(requested_protect, int) and not isinstance(requested_protect, bool):
+        if requested_protect in CRED_PROTECT_NAMES and "credProtect" in auth.extensions:
+            cred_protect = requested_protect
+            ext_out["credProtect"] = cred_protect
+
+    auth.confirm_presence("makeCredential", rp_id, interaction, user_name=user_name)
+
+    private_key = cose.generate(alg)
+    secrets = CredentialSecrets(
+        alg=alg,
+        private_key=private_key,
+        discoverable=rk,
+        cred_protect=cred_protect,
+        cred_random=auth.random(32),
+    )
+    credential_id = auth.wrapper.wrap(secrets, rp_hash)
+
+    if rk:
+        existing = auth.store.find_resident(rp_hash, user_id)
+        capacity = auth.profile.rk_capacity
+        if existing is None and capacity is not None and auth.store.resident_count() >= capacity:
+            raise CtapError(
+                Status.KEY_STORE_FULL,
+                f"all {capacity} discoverable-credential slots are in use",
+            )
+        auth.store.put_resident(
+            ResidentCredential(
+                credential_id=credential_id,
+                rp_id=rp_id,
+                rp_id_hash=rp_hash,
+                user_id=user_id,
+                rp_name=rp_name,
+                user_name=user_name,
+                user_display_name=user_display_name,
+                cred_protect=cred_protect,
+            )
+        )
+
+    flags = FLAG_UP | (FLAG_UV if uv else 0)
+    attested = (
+        auth.profile.aaguid
+        + struct.pack(">H", len(credential_id))
+        + credential_id
+        + cbor.encode(cose.public_cose(alg, private_key))
+    )
+    data = auth_data(rp_hash, flags, 0, attested, ext_out or None)
+    signature = cose.sign(alg, private_key, data + client_data_hash)
+    R = MakeCredentialResponseKey
+    return {
+        R.FMT: "packed",
+        R.AUTH_DATA: data,
+        R.ATT_STMT: {"alg": alg, "sig": signature},
+    }
+
+
+# -- getAssertion ----------------------------------------------------------------------------
+
+
+def _user_entity(cred: ResidentCredential, uv: bool) -> dict[str, Any]:
+    # Identifiable user information only after user verification (CTAP 2.1 §6.2.2 step 12).
+    entity: dict[str, Any] = {"id": cred.user_id}
+    if uv:
+        if cred.user_name is not None:
+            entity["name"] = cred.user_name
+        if cred.user_display_name is not None:
+            entity["displayName"] = cred.user_display_name
+    return entity
+
+
+def _assertion(
+    auth: Authenticator,
+    cand: Candidate,
+    rp_hash: bytes,
+    client_data_hash: bytes,
+    flags: int,
+    uv: bool,
+    number_of_credentials: int | None,
+) -> dict:
+    counter = auth.next_counter(cand.credential_id)
+    data = auth_data(rp_hash, flags, counter)
+    signature = cose.sign(cand.secrets.alg, cand.secrets.private_key, data + client_data_hash)
+    R = GetAssertionResponseKey
+    response: dict[Any, Any] = {
+        R.CREDENTIAL: {"id": cand.credential_id, "type": "public-key"},
+        R.AUTH_DATA: data,
+        R.SIGNATURE: signature,
+    }
+    if cand.resident is not None:
+        response[R.USER] = _user_entity(cand.resident, uv)
+    if number_of_credentials is not None:
+        response[R.NUMBER_OF_CREDENTIALS] = number_of_credentials
+    return response
+
+
+def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
+    K = GetAssertionKey
+    rp_id = get(params, K.RP_ID, str)
+    client_data_hash = get(params, K.CLIENT_DATA_HASH, bytes)
+    allow_ids = descriptor_list(params, K.ALLOW_LIST)
+    opt(params, K.EXTENSIONS, dict)
+    options = options_map(params, K.OPTIONS)
+    pin_uv_auth_param = opt(params, K.PIN_UV_AUTH_PARAM, bytes)
+    pin_uv_auth_protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
+
+    if "rk" in options:
+        raise CtapError(Status.UNSUPPORTED_OPTION, "rk is not an option of getAssertion")
+
+    uv = auth.pin_uv.check_request(
+        "ga",
+        rp_id,
+        client_data_hash,
+        pin_uv_auth_param,
+        pin_uv_auth_protocol,
+        options,
+        interaction,
+    )
+    up = options.get("up", True)
+    rp_hash = rp_id_hash(rp_id)
+
+    candidates: list[Candidate] = []
+    if allow_ids:
+        # Pick the first ID this device can unwrap; IDs of other keys are simply skipped.
+        for cred_id in allow_ids:
+            found = auth.locate(cred_id, rp_hash)
+            if found is None:
+                continue
+            if found.secrets.cred_protect == 3 and not uv:
+                continue
+            candidates = [found]
+            break
+        number = None
+    else:
+        for resident in auth.store.list_resident(rp_hash):
+            found = auth.locate(resident.credential_id, rp_hash)
+            if found is None:
+                continue
+            # credProtect levels 2 and 3 are not discoverable without UV (CTAP 2.1 §12.1).
+            if found.secrets.cred_protect >= 2 and not uv:
+                continue
+            candidates.append(found)
+        number = len(candidates) if candidates else None
+
+    if not candidates:
+        if allow_ids:
+            reason = (
+                f"none of the {len(allow_ids)} credential IDs in allowList was made by this "
+                f"key for {rp_id} (or it was reset since)"
+            )
+        else:
+            reason = (
+                f"empty allowList and no discoverable credential for {rp_id}: this key has "
+                "only non-resident credentials for it, if any; send their IDs in "
+                "allowCredentials"
+            )
+        raise CtapError(Status.NO_CREDENTIALS, reason)
+
+    if up:
+        auth.confirm_presence("getAssertion", rp_id, interaction)
+    flags = (FLAG_UP if up else 0) | (FLAG_UV if uv else 0)
+
+    first, rest = candidates[0], candidates[1:]
+    if rest:
+        auth.pending = PendingAssertions(
+            rp_hash=rp_hash,
+            client_data_hash=client_data_hash,
+            flags=flags,
+            uv=uv,
+            remaining=rest,
+            expires=auth.clock.monotonic() + NEXT_ASSERTION_TIMEOUT,
+        )
+    return _assertion(auth, first, rp_hash, client_data_hash, flags, uv, number)
+
+
+def get_next_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
+    pending = auth.pending
+    if not isinstance(pending, PendingAssertions) or not pending.remaining:
+        auth.pending = None
+        raise CtapError(Status.NOT_ALLOWED, "no getAssertion with more credentials pending")
+    if auth.clock.monotonic() > pending.expires:
+        auth.pending = None
+        raise CtapError(Status.NOT_ALLOWED, "getNextAssertion came more than 30 s later")
+    cand = pending.remaining.pop(0)
+    if not pending.remaining:
+        auth.pending = None
+    return _assertion(
+        auth, cand, pending.rp_hash, pending.client_data_hash, pending.flags, pending.uv, None
+    )
+
+
+# -- getInfo, selection, reset ----------------------------------------------------------------
+
+
+def get_info(auth: Authenticator) -> dict:
+    profile = auth.profile
+    K = InfoKey
+    options: dict[str, bool] = {"rk": True, "up": True, "plat": False}
+    options.update(auth.pin_uv.info_options())
+    options.update(auth.extra_info_options())
+    info: dict[Any, Any] = {
+        K.VERSIONS: list(profile.versions),
+        K.AAGUID: profile.aaguid,
+        K.OPTIONS: options,
+        K.MAX_MSG_SIZE: MAX_MSG_SIZE,
+    }
+    if auth.extensions:
+        info[K.EXTENSIONS] = list(auth.extensions)
+    protocols = auth.pin_uv.protocols()
+    if protocols:
+        info[K.PIN_UV_AUTH_PROTOCOLS] = list(protocols)
+    if profile.ctap != CTAP2_0:
+        # Members 0x07-0x0A appeared with FIDO_2_1_PRE.
+        info[K.MAX_CREDENTIAL_COUNT_IN_LIST] = profile.max_cred_count_in_list
+        info[K.MAX_CREDENTIAL_ID_LENGTH] = MAX_ID_LEN
+        info[K.TRANSPORTS] = ["usb"]
+        info[K.ALGORITHMS] = [{"alg": a, "type": "public-key"} for a in profile.algorithms]
+    if profile.ctap == CTAP2_1:
+        info[K.FIRMWARE_VERSION] = profile.firmware_version
+        remaining = auth.remaining_discoverable()
+        if remaining is not None:
+            info[K.REMAINING_DISCOVERABLE_CREDENTIALS] = remaining
+    info.update(auth.pin_uv.info_members())
+    return info
+
+
+def selection(auth: Authenticator, params: dict, interaction: Interaction) -> dict | None:
+    auth.confirm_presence("selection", None, interaction)
+    return None
+
+
+def reset(auth: Authenticator, params: dict, interaction: Interaction) -> dict | None:
+    # CTAP 2.1 §6.6: only within the window after power-up, and only with presence.
+    elapsed = auth.clock.monotonic() - auth.powered_up_at
+    if elapsed > auth.profile.reset_window:
+        raise CtapError(
+            Status.NOT_ALLOWED,
+            f"reset is only allowed within {auth.profile.reset_window:g} s of plugging the key "
+            f"in ({elapsed:.0f} s have passed); replug it and retry",
+        )
+    auth.confirm_presence("reset", None, interaction)
+    auth.factory_reset()
+    return None

@@ -1,0 +1,245 @@
+"""``Authenticator``: the one object transports talk to, and the admin API the CLI uses.
+
+``handle_cbor(request) -> response`` is bytes in, bytes out (CTAP 2.1 §6: a command byte and
+a CBOR map in; a status byte and a CBOR map out). Every failure becomes a status byte; no
+exception escapes. Multi-call state (getNextAssertion, credential-management cursors) lives
+in ``pending`` and is cleared by any command that does not continue it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import cbor, ctap2
+from .ctap import MAX_MSG_SIZE, Cmd, CtapError, Status
+from .environment import (
+    AutoPresence,
+    Clock,
+    Interaction,
+    NoInteraction,
+    Presence,
+    PresenceRequest,
+    RandomSource,
+    SystemClock,
+    Verdict,
+    system_random,
+)
+from .keywrap import MASTER_KEY_LEN, KeyWrapper
+from .params import request_map
+from .pin import PinUv
+from .profiles import DEFAULT_PROFILE, Profile, get_profile
+from .store import ResidentCredential, StateError, Store
+
+log = logging.getLogger("softkey.authenticator")
+
+Handler = Callable[["Authenticator", dict, Interaction], "dict | None"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request did, for decoded traces (never contains secrets)."""
+
+    command: int
+    status: Status
+    reason: str
+
+
+class Authenticator:
+    """A virtual FIDO2 security key.
+
+    ``profile``: a profile/preset name or ``Profile``; None uses the one the state was created
+    with (or ctap2.1 for new state). ``state``: None for in-memory, else a SQLite file path.
+    """
+
+    def __init__(
+        self,
+        profile: str | Profile | None = None,
+        state: str | os.PathLike[str] | None = None,
+        *,
+        presence: Presence | None = None,
+        clock: Clock | None = None,
+        random: RandomSource = system_random,
+    ) -> None:
+        self.store = Store(state)
+        self.clock: Clock = clock or SystemClock()
+        self.presence: Presence = presence or AutoPresence()
+        self.random = random
+        self.profile = self._resolve_profile(profile)
+        master = self.store.get_meta("master_key")
+        if master is None:
+            master = self._new_master_key()
+        self.wrapper = KeyWrapper(master, random)
+        self.pin_uv = PinUv(self)
+        self.pending: Any = None
+        self.last_outcome: Outcome | None = None
+        self.powered_up_at = self.clock.monotonic()
+        self._handlers: dict[int, Handler] = {
+            Cmd.MAKE_CREDENTIAL: ctap2.make_credential,
+            Cmd.GET_ASSERTION: ctap2.get_assertion,
+            Cmd.GET_NEXT_ASSERTION: ctap2.get_next_assertion,
+            Cmd.RESET: ctap2.reset,
+        }
+        if self.profile.ctap != "2.0":
+            self._handlers[Cmd.SELECTION] = ctap2.selection
+        # Which command continues which pending state (all others clear it).
+        self._continuations = {Cmd.GET_NEXT_ASSERTION}
+
+    # -- construction -------------------------------------------------------------------
+
+    def _resolve_profile(self, profile: str | Profile | None) -> Profile:
+        stored = self.store.get_meta("profile")
+        if profile is None:
+            resolved = get_profile(stored.decode() if stored else DEFAULT_PROFILE)
+        elif isinstance(profile, Profile):
+            resolved = profile
+        else:
+            resolved = get_profile(profile)
+        if stored is not None and stored.decode() != resolved.name:
+            raise StateError(
+                f"this state belongs to a {stored.decode()!r} key, not {resolved.name!r}; "
+                "use a different --state path (or omit --profile)"
+            )
+        if stored is None:
+            self.store.set_meta("profile", resolved.name.encode())
+        return resolved
+
+    def _new_master_key(self) -> bytes:
+        master = self.random(MASTER_KEY_LEN)
+        self.store.set_meta("master_key", master)
+        return master
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Authenticator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what transports call -------------------------------------------------------------
+
+    def handle_cbor(self, request: bytes, interaction: Interaction | None = None) -> bytes:
+        """One CTAP2 request (command byte + CBOR) to one response (status + CBOR)."""
+        interaction = interaction or NoInteraction()
+        command = request[0] if request else -1
+        try:
+            if not request:
+                raise CtapError(Status.INVALID_LENGTH, "empty CTAP2 message")
+            if len(request) > MAX_MSG_SIZE:
+                raise CtapError(Status.INVALID_LENGTH, "message larger than maxMsgSize")
+            if command not in self._continuations:
+                self.pending = None
+            result = self._dispatch(command, request[1:], interaction)
+            response = b"\x00" + (cbor.encode(result) if result is not None else b"")
+            self.last_outcome = Outcome(command, Status.SUCCESS, "")
+            return response
+        except CtapError as exc:
+            self.last_outcome = Outcome(command, exc.status, exc.reason)
+            return bytes([exc.status])
+        except Exception:  # a bug must not take the device down with a traceback
+            log.exception("internal error handling command 0x%02x", command & 0xFF)
+            self.last_outcome = Outcome(command, Status.OTHER, "internal error")
+            return bytes([Status.OTHER])
+
+    def _dispatch(self, command: int, payload: bytes, interaction: Interaction) -> dict | None:
+        if command == Cmd.GET_INFO:
+            if payload:
+                raise CtapError(Status.INVALID_LENGTH, "getInfo takes no parameters")
+            return ctap2.get_info(self)
+        handler = self._handlers.get(command)
+        if handler is None:
+            raise CtapError(Status.INVALID_COMMAND, f"command 0x{command:02x} not supported")
+        return handler(self, request_map(payload), interaction)
+
+    def handle_u2f(self, apdu: bytes, interaction: Interaction | None = None) -> bytes:
+        """CTAP1/U2F APDU: not supported yet (SW_INS_NOT_SUPPORTED)."""
+        return b"\x6d\x00"
+
+    def power_cycle(self) -> None:
+        """Unplug and replug: volatile state goes, the reset window reopens."""
+        self.pending = None
+        self.powered_up_at = self.clock.monotonic()
+        self.pin_uv.power_cycle()
+
+    def wink(self) -> None:
+        log.info("wink")
+
+    # -- shared helpers for command handlers -----------------------------------------------
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        return ("credProtect",)
+
+    def extra_info_options(self) -> dict[str, bool]:
+        return {}
+
+    def confirm_presence(
+        self,
+        purpose: str,
+        rp_id: str | None,
+        interaction: Interaction,
+        *,
+        user_name: str | None = None,
+        allow_denied: bool = False,
+    ) -> None:
+        """Ask the person; raise the spec's status unless they approved."""
+        verdict = self.presence.confirm(PresenceRequest(purpose, rp_id, user_name), interaction)
+        if verdict is Verdict.APPROVED:
+            return
+        if verdict is Verdict.CANCELLED:
+            raise CtapError(Status.KEEPALIVE_CANCEL, "the platform cancelled the request")
+        if allow_denied:
+            return
+        if verdict is Verdict.TIMEOUT:
+            raise CtapError(Status.USER_ACTION_TIMEOUT, "nobody touched the key in time")
+        raise CtapError(Status.OPERATION_DENIED, "the user declined")
+
+    def locate(self, credential_id: bytes, rp_hash: bytes) -> ctap2.Candidate | None:
+        """A credential of this device for this RP, or None ("not mine")."""
+        secrets = self.wrapper.unwrap(credential_id, rp_hash)
+        if secrets is None:
+            return None
+        resident = None
+        if secrets.discoverable:
+            # A deleted or overwritten resident credential must stop working even though
+            # its ID would still unwrap.
+            resident = self.store.get_resident(credential_id)
+            if resident is None:
+                return None
+        return ctap2.Candidate(credential_id, secrets, resident)
+
+    def next_counter(self, credential_id: bytes) -> int:
+        return self.store.increment_counter(credential_id)
+
+    def remaining_discoverable(self) -> int | None:
+        capacity = self.profile.rk_capacity
+        if capacity is None:
+            return None
+        return max(0, capacity - self.store.resident_count())
+
+    def factory_reset(self) -> None:
+        """Wipe everything and make a new master key: every old credential ID dies."""
+        self.store.wipe()
+        self.wrapper = KeyWrapper(self._new_master_key(), self.random)
+        self.pending = None
+        self.pin_uv = PinUv(self)
+
+    # -- admin API (CLI, tests) --------------------------------------------------------------
+
+    def credentials(self, rp_id: str | None = None) -> list[ResidentCredential]:
+        """Resident credentials, most recent first."""
+        return self.store.list_resident(ctap2.rp_id_hash(rp_id) if rp_id else None)
+
+    def delete_credential(self, credential_id: bytes) -> bool:
+        self.pending = None
+        return self.store.delete_resident(credential_id)
+
+    def info(self) -> dict[str, Any]:
+        """getInfo, decoded with names (for people and --json)."""
+        raw = ctap2.get_info(self)
+        return {ctap2.InfoKey(k).name.lower(): v for k, v in raw.items()}

@@ -1,0 +1,288 @@
+"""Persistent device state in SQLite: master key, resident-key slot table, counters, meta.
+
+One transaction per state change (``BEGIN IMMEDIATE`` ... ``COMMIT``), WAL journal and
+``synchronous=FULL`` for files, so a crash between two requests never loses a committed
+credential nor leaves a half-written one. ``path=None`` keeps everything in memory.
+State files are created 0600 before SQLite opens them; SQLite gives its -wal/-shm files the
+same mode as the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    credential_id     BLOB PRIMARY KEY,
+    rp_id             TEXT NOT NULL,
+    rp_id_hash        BLOB NOT NULL,
+    rp_name           TEXT,
+    user_id           BLOB NOT NULL,
+    user_name         TEXT,
+    user_display_name TEXT,
+    cred_protect      INTEGER NOT NULL DEFAULT 1,
+    large_blob_key    BLOB,
+    created           INTEGER NOT NULL,
+    UNIQUE (rp_id_hash, user_id)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    credential_hash BLOB PRIMARY KEY,
+    value           INTEGER NOT NULL
+);
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used (not ours, newer schema, unreadable)."""
+
+
+@dataclass(frozen=True)
+class ResidentCredential:
+    credential_id: bytes
+    rp_id: str
+    rp_id_hash: bytes
+    user_id: bytes
+    rp_name: str | None = None
+    user_name: str | None = None
+    user_display_name: str | None = None
+    cred_protect: int = 1
+    large_blob_key: bytes | None = None
+    created: int = 0  # insertion sequence: larger is more recent
+
+
+_COLUMNS = (
+    "credential_id, rp_id, rp_id_hash, user_id, rp_name, user_name, user_display_name, "
+    "cred_protect, large_blob_key, created"
+)
+
+
+def _row(row: tuple) -> ResidentCredential:
+    return ResidentCredential(
+        credential_id=bytes(row[0]),
+        rp_id=row[1],
+        rp_id_hash=bytes(row[2]),
+        user_id=bytes(row[3]),
+        rp_name=row[4],
+        user_name=row[5],
+        user_display_name=row[6],
+        cred_protect=row[7],
+        large_blob_key=bytes(row[8]) if row[8] is not None else None,
+        created=row[9],
+    )
+
+
+def counter_key(credential_id: bytes) -> bytes:
+    return hashlib.sha256(credential_id).digest()[:16]
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is None:
+            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file ourselves so it is 0600 from its first byte.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)
+            try:
+                self._db = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False, timeout=10
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"{self.path} is not a softkey state file ({exc})") from None
+        try:
+            with self.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                version = self.get_meta("schema_version")
+                if version is None:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+                elif int(version) > SCHEMA_VERSION:
+                    raise StateError(
+                        f"{self.path} was written by a newer softkey (schema {int(version)}); "
+                        "upgrade softkey to open it"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path} is not a softkey state file ({exc})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- transactions -------------------------------------------------------------------
+
+    _depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic state change; nested uses join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, name: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    def delete_meta(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE name = ?", (name,))
+
+    def get_int(self, name: str, default: int = 0) -> int:
+        value = self.get_meta(name)
+        return int(value) if value is not None else default
+
+    def set_int(self, name: str, value: int) -> None:
+        self.set_meta(name, str(value).encode())
+
+    # -- resident credentials -------------------------------------------------------------
+
+    def resident_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM credentials").fetchone()[0]
+
+    def list_resident(self, rp_id_hash: bytes | None = None) -> list[ResidentCredential]:
+        """Most recent first (the order getNextAssertion walks)."""
+        if rp_id_hash is None:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM credentials ORDER BY created DESC"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM credentials WHERE rp_id_hash = ? ORDER BY created DESC",
+                (rp_id_hash,),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def get_resident(self, credential_id: bytes) -> ResidentCredential | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM credentials WHERE credential_id = ?", (credential_id,)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def find_resident(self, rp_id_hash: bytes, user_id: bytes) -> ResidentCredential | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM credentials WHERE rp_id_hash = ? AND user_id = ?",
+            (rp_id_hash, user_id),
+        ).fetchone()
+        return _row(row) if row else None
+
+    def put_resident(self, cred: ResidentCredential) -> ResidentCredential:
+        """Insert, replacing any credential for the same RP and user handle (same slot)."""
+        with self.transaction() as db:
+            old = self.find_resident(cred.rp_id_hash, cred.user_id)
+            if old is not None:
+                db.execute("DELETE FROM credentials WHERE credential_id = ?", (old.credential_id,))
+                db.execute(
+                    "DELETE FROM counters WHERE credential_hash = ?",
+                    (counter_key(old.credential_id),),
+                )
+            seq = self.get_int("credential_seq") + 1
+            self.set_int("credential_seq", seq)
+            db.execute(
+                f"INSERT INTO credentials ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cred.credential_id,
+                    cred.rp_id,
+                    cred.rp_id_hash,
+                    cred.user_id,
+                    cred.rp_name,
+                    cred.user_name,
+                    cred.user_display_name,
+                    cred.cred_protect,
+                    cred.large_blob_key,
+                    seq,
+                ),
+            )
+        return self.get_resident(cred.credential_id)  # type: ignore[return-value]
+
+    def update_user(
+        self, credential_id: bytes, user_name: str | None, user_display_name: str | None
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE credentials SET user_name = ?, user_display_name = ? "
+                "WHERE credential_id = ?",
+                (user_name, user_display_name, credential_id),
+            )
+
+    def delete_resident(self, credential_id: bytes) -> bool:
+        with self.transaction() as db:
+            cur = db.execute("DELETE FROM credentials WHERE credential_id = ?", (credential_id,))
+            db.execute(
+                "DELETE FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
+            )
+            return cur.rowcount > 0
+
+    # -- signature counters -----------------------------------------------------------------
+
+    def get_counter(self, credential_id: bytes) -> int:
+        row = self._db.execute(
+            "SELECT value FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def set_counter(self, credential_id: bytes, value: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO counters (credential_hash, value) VALUES (?, ?) "
+                "ON CONFLICT(credential_hash) DO UPDATE SET value = excluded.value",
+                (counter_key(credential_id), value),
+            )
+
+    def increment_counter(self, credential_id: bytes) -> int:
+        """Advance and persist the counter before the signature leaves the device."""
+        with self.transaction():
+            value = (self.get_counter(credential_id) + 1) & 0xFFFFFFFF
+            self.set_counter(credential_id, value)
+        return value
+
+    # -- reset ----------------------------------------------------------------------------
+
+    def wipe(self, keep: tuple[str, ...] = ("schema_version", "profile")) -> None:
+        """Forget everything but the named meta entries (authenticatorReset)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM credentials")
+            db.execute("DELETE FROM counters")
+            marks = ",".join("?" for _ in keep)
+            db.execute(f"DELETE FROM meta WHERE name NOT IN ({marks})", keep)

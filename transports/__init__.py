@@ -1,0 +1,1 @@
+"""How the device is reached: CTAPHID framing, UHID, UDP, in-process."""

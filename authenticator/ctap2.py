@@ -150,8 +150,9 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
             continue
         if found.secrets.cred_protect == 3 and not uv:
             continue
-        auth.confirm_presence("makeCredential (excluded credential)", rp_id, interaction,
-                              allow_denied=True)
+        auth.confirm_presence(
+            "makeCredential (excluded credential)", rp_id, interaction, allow_denied=True
+        )
         raise CtapError(
             Status.CREDENTIAL_EXCLUDED,
             f"a credential in excludeList already exists on this key for {rp_id}",

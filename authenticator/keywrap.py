@@ -106,9 +106,7 @@ class KeyWrapper:
         self._random = random
 
     def _tag(self, header_iv_ct: bytes, rp_id_hash: bytes) -> bytes:
-        return hmac.new(self._mac_key, header_iv_ct + rp_id_hash, hashlib.sha256).digest()[
-            :TAG_LEN
-        ]
+        return hmac.new(self._mac_key, header_iv_ct + rp_id_hash, hashlib.sha256).digest()[:TAG_LEN]
 
     def _ctr(self, iv: bytes, data: bytes) -> bytes:
         # CTR is its own inverse; the IV is random per credential and authenticated.

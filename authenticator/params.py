@@ -8,7 +8,7 @@ Unknown members are ignored, as the spec requires for forward compatibility.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from .ctap import CtapError, Status
 
@@ -34,11 +34,15 @@ def _is(value: Any, kind: type) -> bool:
 
 
 @overload
-def get(params: Mapping[Any, Any], key: Any, kind: type[T], *, required: bool = True) -> T: ...
+def get(
+    params: Mapping[Any, Any], key: Any, kind: type[T], *, required: Literal[True] = True
+) -> T: ...
 
 
 @overload
-def get(params: Mapping[Any, Any], key: Any, kind: type[T], *, required: bool) -> T | None: ...
+def get(
+    params: Mapping[Any, Any], key: Any, kind: type[T], *, required: Literal[False]
+) -> T | None: ...
 
 
 def get(params: Mapping[Any, Any], key: Any, kind: type[T], *, required: bool = True) -> T | None:

@@ -45,7 +45,9 @@ def run_demo(profile: str = "nitrokey-fido2") -> None:
     head = click.style
     click.echo(head(f"softkey demo — a {auth.profile.description} key (in memory)", bold=True))
 
-    click.echo(head("\n1. Non-resident credentials: unlimited, the key is inside the ID", bold=True))
+    click.echo(
+        head("\n1. Non-resident credentials: unlimited, the key is inside the ID", bold=True)
+    )
     non_resident = {}
     for rp in ("github.example", "bank.example", "mail.example"):
         non_resident[rp] = _make(ctap, rp, "alice", rk=False)
@@ -71,7 +73,9 @@ def run_demo(profile: str = "nitrokey-fido2") -> None:
         click.echo("   this CTAP 2.0 key has no credential management: the only way to free a")
         click.echo("   slot is a full reset")
 
-    click.echo(head("\n3. Usernameless login (empty allowList) finds only resident keys", bold=True))
+    click.echo(
+        head("\n3. Usernameless login (empty allowList) finds only resident keys", bold=True)
+    )
     found = ctap.get_assertion("passkeys.example", os.urandom(32))
     click.echo(f"   passkeys.example: {found.number_of_credentials} accounts offered")
     try:
@@ -80,9 +84,13 @@ def run_demo(profile: str = "nitrokey-fido2") -> None:
         click.echo(f"   github.example:   {head(exc.code.name, fg='red')} — the key cannot know")
         click.echo("   a non-resident credential unless the site sends its ID in allowCredentials")
     with_id = ctap.get_assertion(
-        "github.example", os.urandom(32), [{"type": "public-key", "id": non_resident["github.example"]}]
+        "github.example",
+        os.urandom(32),
+        [{"type": "public-key", "id": non_resident["github.example"]}],
     )
-    click.echo(f"   github.example with its ID in allowList: signed (counter {with_id.auth_data.counter})")
+    click.echo(
+        f"   github.example with its ID in allowList: signed (counter {with_id.auth_data.counter})"
+    )
 
     click.echo(head("\n4. Reset: a new master key, and every old credential dies", bold=True))
     ctap.reset()
@@ -94,4 +102,6 @@ def run_demo(profile: str = "nitrokey-fido2") -> None:
         except CtapError as exc:
             click.echo(f"   {rp:<16} old ID {_short(cred_id)}: {head(exc.code.name, fg='red')}")
     click.echo("\n   The sites still hold those credential IDs, but no key can use them any more:")
-    click.echo("   the user must re-register everywhere. That is why reset on a CTAP 2.0 key hurts.")
+    click.echo(
+        "   the user must re-register everywhere. That is why reset on a CTAP 2.0 key hurts."
+    )

@@ -17,9 +17,7 @@ from authenticator import Authenticator
 
 
 class _Interaction:
-    def __init__(
-        self, event: Event | None, on_keepalive: Callable[[STATUS], None] | None
-    ) -> None:
+    def __init__(self, event: Event | None, on_keepalive: Callable[[STATUS], None] | None) -> None:
         self._event = event
         self._on_keepalive = on_keepalive
         self._last: int | None = None

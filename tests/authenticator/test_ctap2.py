@@ -101,7 +101,7 @@ def test_usernameless_login_walks_most_recent_first(ctap: Ctap2) -> None:
     got = [a.credential["id"] for a in [first, *rest]]
     assert got == [cred_id(a) for a in reversed(made)]
     assert [a.user["id"] for a in [first, *rest]] == [b"user2", b"user1", b"user0"]
-    for assertion, att in zip([first, *rest], reversed(made)):
+    for assertion, att in zip([first, *rest], reversed(made), strict=True):
         verify(assertion, cdh, att.auth_data.credential_data.public_key)
         # Without user verification no identifying user information (CTAP 2.1 §6.2.2).
         assert set(assertion.user) == {"id"}
@@ -149,7 +149,9 @@ def test_allow_list_with_foreign_ids_picks_ours(ctap: Ctap2) -> None:
         _, other_ctap = new_ctap()
         others.append(cred_id(make(other_ctap)))
     cdh = os.urandom(32)
-    assertion = ctap.get_assertion("example.com", cdh, allow(*others[:3], cred_id(att), *others[3:]))
+    assertion = ctap.get_assertion(
+        "example.com", cdh, allow(*others[:3], cred_id(att), *others[3:])
+    )
     assert assertion.credential["id"] == cred_id(att)
     assert assertion.number_of_credentials is None
     verify(assertion, cdh, att.auth_data.credential_data.public_key)
@@ -161,7 +163,9 @@ def test_flipped_bit_anywhere_is_not_recognised(ctap: Ctap2) -> None:
         bad = bytearray(good)
         bad[i // 8] ^= 1 << (i % 8)
         with pytest.raises(CtapError) as exc:
-            ctap.get_assertion("example.com", os.urandom(32), allow(bytes(bad)), options={"up": False})
+            ctap.get_assertion(
+                "example.com", os.urandom(32), allow(bytes(bad)), options={"up": False}
+            )
         assert exc.value.code == ERR.NO_CREDENTIALS, f"bit {i} flip accepted"
     ctap.get_assertion("example.com", os.urandom(32), allow(good))
 
@@ -193,8 +197,10 @@ def test_resident_credential_deleted_stops_working(ctap: Ctap2, auth: Authentica
 
 def test_signature_counter_is_per_credential(ctap: Ctap2) -> None:
     a, b = cred_id(make(ctap)), cred_id(make(ctap, user=b"u2"))
-    counts_a = [ctap.get_assertion("example.com", os.urandom(32), allow(a)).auth_data.counter
-                for _ in range(3)]
+    counts_a = [
+        ctap.get_assertion("example.com", os.urandom(32), allow(a)).auth_data.counter
+        for _ in range(3)
+    ]
     count_b = ctap.get_assertion("example.com", os.urandom(32), allow(b)).auth_data.counter
     assert counts_a == [1, 2, 3]
     assert count_b == 1
@@ -214,8 +220,11 @@ def test_exclude_list_hit_is_credential_excluded(ctap: Ctap2) -> None:
 
 
 def test_algorithm_negotiation_respects_platform_order(ctap: Ctap2) -> None:
-    params = [{"type": "public-key", "alg": -257}, {"type": "public-key", "alg": -8},
-              {"type": "public-key", "alg": -7}]
+    params = [
+        {"type": "public-key", "alg": -257},
+        {"type": "public-key", "alg": -8},
+        {"type": "public-key", "alg": -7},
+    ]
     att = make(ctap, params=params)
     assert att.auth_data.credential_data.public_key[3] == -8
     assert att.att_stmt["alg"] == -8
@@ -242,8 +251,9 @@ def test_packed_self_attestation_signature(ctap: Ctap2) -> None:
 
 def test_up_false_in_make_credential_is_invalid_option(ctap: Ctap2) -> None:
     with pytest.raises(CtapError) as exc:
-        ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"x"}, ES256,
-                             options={"up": False})
+        ctap.make_credential(
+            os.urandom(32), {"id": "example.com"}, {"id": b"x"}, ES256, options={"up": False}
+        )
     assert exc.value.code == ERR.INVALID_OPTION
 
 
@@ -264,8 +274,11 @@ def test_rk_option_in_get_assertion_is_unsupported(ctap: Ctap2) -> None:
 
 @pytest.mark.parametrize(
     ("verdict", "code"),
-    [(Verdict.DENIED, ERR.OPERATION_DENIED), (Verdict.TIMEOUT, ERR.USER_ACTION_TIMEOUT),
-     (Verdict.CANCELLED, ERR.KEEPALIVE_CANCEL)],
+    [
+        (Verdict.DENIED, ERR.OPERATION_DENIED),
+        (Verdict.TIMEOUT, ERR.USER_ACTION_TIMEOUT),
+        (Verdict.CANCELLED, ERR.KEEPALIVE_CANCEL),
+    ],
 )
 def test_presence_refused(verdict: Verdict, code: int) -> None:
     auth, ctap = new_ctap(presence=FixedPresence(verdict))
@@ -306,6 +319,7 @@ def test_uv_option_refused_without_built_in_uv() -> None:
     _, ctap20 = new_ctap("ctap2.0")
     for ctap, code in ((ctap21, ERR.INVALID_OPTION), (ctap20, ERR.UNSUPPORTED_OPTION)):
         with pytest.raises(CtapError) as exc:
-            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"x"}, ES256,
-                                 options={"uv": True})
+            ctap.make_credential(
+                os.urandom(32), {"id": "example.com"}, {"id": b"x"}, ES256, options={"uv": True}
+            )
         assert exc.value.code == code

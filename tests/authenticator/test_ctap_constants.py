@@ -7,8 +7,10 @@ from fido2.ctap2 import Ctap2
 
 from authenticator.ctap import Cmd, Status
 
-_RENAMED_CMDS = {"CREDENTIAL_MANAGEMENT": "CREDENTIAL_MGMT",
-                 "CREDENTIAL_MANAGEMENT_PRE": "CREDENTIAL_MGMT_PRE"}
+_RENAMED_CMDS = {
+    "CREDENTIAL_MANAGEMENT": "CREDENTIAL_MGMT",
+    "CREDENTIAL_MANAGEMENT_PRE": "CREDENTIAL_MGMT_PRE",
+}
 
 
 def test_command_bytes_match_python_fido2() -> None:

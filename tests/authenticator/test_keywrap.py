@@ -55,9 +55,17 @@ def test_vector_rederived_from_the_description(v: dict[str, str]) -> None:
     key = bytes.fromhex(v["private_key"])
     blob = bytes.fromhex(v["cred_blob"])
     plaintext = (
-        struct.pack(">hBBB", int(v["alg"]), 1 if v["discoverable"] == "true" else 0,
-                    int(v["cred_protect"]), len(key))
-        + key + bytes.fromhex(v["cred_random"]) + bytes([len(blob)]) + blob
+        struct.pack(
+            ">hBBB",
+            int(v["alg"]),
+            1 if v["discoverable"] == "true" else 0,
+            int(v["cred_protect"]),
+            len(key),
+        )
+        + key
+        + bytes.fromhex(v["cred_random"])
+        + bytes([len(blob)])
+        + blob
     )
     assert plaintext.hex() == v["plaintext"]
     iv = bytes.fromhex(v["iv"])
@@ -117,8 +125,9 @@ def test_random_iv_makes_distinct_ids_for_the_same_key() -> None:
 
 def test_largest_id_fits_a_u2f_key_handle() -> None:
     wrapper = KeyWrapper(b"\x00" * 32)
-    secrets = CredentialSecrets(alg=-35, private_key=cose.generate(-35), cred_random=b"\0" * 32,
-                                cred_blob=b"\xff" * 64)
+    secrets = CredentialSecrets(
+        alg=-35, private_key=cose.generate(-35), cred_random=b"\0" * 32, cred_blob=b"\xff" * 64
+    )
     cid = wrapper.wrap(secrets, b"\0" * 32)
     assert len(cid) == MAX_ID_LEN <= 255
 

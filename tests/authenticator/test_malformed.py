@@ -79,8 +79,12 @@ def _with_credentials() -> tuple[Authenticator, Ctap2, bytes, bytes]:
     ctap = Ctap2(VirtualCtapDevice(auth))
     nr = ctap.make_credential(os.urandom(32), RP, {"id": b"nr"}, PARAMS)
     rk = ctap.make_credential(os.urandom(32), RP, {"id": b"rk"}, PARAMS, options={"rk": True})
-    return (auth, ctap, nr.auth_data.credential_data.credential_id,
-            rk.auth_data.credential_data.credential_id)
+    return (
+        auth,
+        ctap,
+        nr.auth_data.credential_data.credential_id,
+        rk.auth_data.credential_data.credential_id,
+    )
 
 
 def _still_works(ctap: Ctap2, nr: bytes, rk: bytes) -> None:
@@ -89,7 +93,9 @@ def _still_works(ctap: Ctap2, nr: bytes, rk: bytes) -> None:
     assert ctap.get_assertion("example.com", os.urandom(32)).credential["id"] == rk
 
 
-@pytest.mark.parametrize(("request_bytes", "status"), CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize(
+    ("request_bytes", "status"), CASES, ids=[str(i) for i in range(len(CASES))]
+)
 def test_hand_written_corpus(request_bytes: bytes, status: Status) -> None:
     auth, ctap, nr, rk = _with_credentials()
     assert auth.handle_cbor(request_bytes) == bytes([status])

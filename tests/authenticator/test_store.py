@@ -26,8 +26,9 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
     auth = Authenticator("yubikey-5", path)
     ctap = Ctap2(VirtualCtapDevice(auth))
     nr = ctap.make_credential(os.urandom(32), {"id": "a.example"}, {"id": b"1"}, PARAMS)
-    ctap.make_credential(os.urandom(32), {"id": "a.example"}, {"id": b"2"}, PARAMS,
-                         options={"rk": True})
+    ctap.make_credential(
+        os.urandom(32), {"id": "a.example"}, {"id": b"2"}, PARAMS, options={"rk": True}
+    )
     nr_id = nr.auth_data.credential_data.credential_id
     ctap.get_assertion("a.example", os.urandom(32), [{"type": "public-key", "id": nr_id}])
     auth.close()
@@ -47,7 +48,8 @@ def test_state_files_are_0600(tmp_path: Path) -> None:
         path = tmp_path / "sub" / "key.sqlite3"
         auth = Authenticator(state=path)
         Ctap2(VirtualCtapDevice(auth)).make_credential(
-            os.urandom(32), {"id": "a.example"}, {"id": b"1"}, PARAMS, options={"rk": True})
+            os.urandom(32), {"id": "a.example"}, {"id": b"1"}, PARAMS, options={"rk": True}
+        )
         for f in path.parent.iterdir():
             assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
         auth.close()
@@ -75,8 +77,11 @@ def test_reset_makes_a_new_master_key(tmp_path: Path) -> None:
     nr = ctap.make_credential(os.urandom(32), {"id": "a.example"}, {"id": b"1"}, PARAMS)
     ctap.reset()
     with pytest.raises(CtapError) as exc:
-        ctap.get_assertion("a.example", os.urandom(32),
-                           [{"type": "public-key", "id": nr.auth_data.credential_data.credential_id}])
+        ctap.get_assertion(
+            "a.example",
+            os.urandom(32),
+            [{"type": "public-key", "id": nr.auth_data.credential_data.credential_id}],
+        )
     assert exc.value.code == CtapError.ERR.NO_CREDENTIALS
 
 
@@ -101,8 +106,9 @@ def test_sigkill_never_loses_a_reported_credential(tmp_path: Path) -> None:
     path = tmp_path / "crash.sqlite3"
     reported: set[bytes] = set()
     for round_ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         # Let it write some credentials, then kill it mid-flight without warning.
         lines = []

@@ -25,6 +25,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+## Speed, as ratios to crypto floors; writes docs/benchmarks.md. BENCH_ARGS="--quick" for a smoke run.
+bench: $(STAMP)
+	$(PY) -m tools.bench --write $(BENCH_ARGS)
+
 demo: $(STAMP)
 	$(VENV)/bin/softkey demo
 

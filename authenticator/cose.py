@@ -31,16 +31,28 @@ _EC: dict[int, _EcCurve] = {
 SUPPORTED = frozenset({CoseAlg.ES256, CoseAlg.ES384, CoseAlg.EDDSA})
 
 
-def generate(alg: int) -> bytes:
-    """A fresh private key for ``alg`` as raw bytes."""
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def generate_key(alg: int) -> tuple[bytes, PrivateKey]:
+    """A fresh private key for ``alg``: raw bytes (to wrap) and the loaded key (to use now,
+    saving a second scalar multiplication per makeCredential)."""
     if alg == CoseAlg.EDDSA:
-        return ed25519.Ed25519PrivateKey.generate().private_bytes_raw()
+        ed = ed25519.Ed25519PrivateKey.generate()
+        return ed.private_bytes_raw(), ed
     spec = _EC[alg]
     key = ec.generate_private_key(spec.curve)
-    return key.private_numbers().private_value.to_bytes(spec.size, "big")
+    return key.private_numbers().private_value.to_bytes(spec.size, "big"), key
 
 
-def load_private(alg: int, raw: bytes) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
+def generate(alg: int) -> bytes:
+    """A fresh private key for ``alg`` as raw bytes."""
+    return generate_key(alg)[0]
+
+
+def load_private(alg: int, raw: bytes | PrivateKey) -> PrivateKey:
+    if not isinstance(raw, bytes):
+        return raw
     if alg == CoseAlg.EDDSA:
         return ed25519.Ed25519PrivateKey.from_private_bytes(raw)
     return ec.derive_private_key(int.from_bytes(raw, "big"), _EC[alg].curve)
@@ -57,14 +69,14 @@ def from_private_key(key: Any) -> tuple[int, bytes]:
     raise ValueError("unsupported private key type: use P-256, P-384 or Ed25519")
 
 
-def sign(alg: int, raw: bytes, message: bytes) -> bytes:
+def sign(alg: int, raw: bytes | PrivateKey, message: bytes) -> bytes:
     key = load_private(alg, raw)
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(message)
     return key.sign(message, ec.ECDSA(_EC[alg].hash))
 
 
-def public_cose(alg: int, raw: bytes) -> dict[int, Any]:
+def public_cose(alg: int, raw: bytes | PrivateKey) -> dict[int, Any]:
     """The COSE_Key map of the public key (kty, alg, crv, x[, y])."""
     key = load_private(alg, raw)
     if isinstance(key, ed25519.Ed25519PrivateKey):

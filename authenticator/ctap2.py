@@ -168,7 +168,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
 
     auth.confirm_presence("makeCredential", rp_id, interaction, user_name=user_name)
 
-    private_key = cose.generate(alg)
+    private_key, key = cose.generate_key(alg)
     secrets = CredentialSecrets(
         alg=alg,
         private_key=private_key,
@@ -179,14 +179,8 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     credential_id = auth.wrapper.wrap(secrets, rp_hash)
 
     if rk:
-        existing = auth.store.find_resident(rp_hash, user_id)
         capacity = auth.profile.rk_capacity
-        if existing is None and capacity is not None and auth.store.resident_count() >= capacity:
-            raise CtapError(
-                Status.KEY_STORE_FULL,
-                f"all {capacity} discoverable-credential slots are in use",
-            )
-        auth.store.put_resident(
+        stored = auth.store.put_resident(
             ResidentCredential(
                 credential_id=credential_id,
                 rp_id=rp_id,
@@ -196,18 +190,24 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
                 user_name=user_name,
                 user_display_name=user_display_name,
                 cred_protect=cred_protect,
-            )
+            ),
+            capacity,
         )
+        if not stored:
+            raise CtapError(
+                Status.KEY_STORE_FULL,
+                f"all {capacity} discoverable-credential slots are in use",
+            )
 
     flags = FLAG_UP | (FLAG_UV if uv else 0)
     attested = (
         auth.profile.aaguid
         + struct.pack(">H", len(credential_id))
         + credential_id
-        + cbor.encode(cose.public_cose(alg, private_key))
+        + cbor.encode(cose.public_cose(alg, key))
     )
     data = auth_data(rp_hash, flags, 0, attested, ext_out or None)
-    signature = cose.sign(alg, private_key, data + client_data_hash)
+    signature = cose.sign(alg, key, data + client_data_hash)
     R = MakeCredentialResponseKey
     return {
         R.FMT: "packed",

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS credentials (
-    credential_id     BLOB PRIMARY KEY,
+    seq               INTEGER PRIMARY KEY,  -- insertion order, most recent largest
+    credential_id     BLOB NOT NULL UNIQUE,
     rp_id             TEXT NOT NULL,
     rp_id_hash        BLOB NOT NULL,
     rp_name           TEXT,
@@ -34,7 +35,6 @@ CREATE TABLE IF NOT EXISTS credentials (
     user_display_name TEXT,
     cred_protect      INTEGER NOT NULL DEFAULT 1,
     large_blob_key    BLOB,
-    created           INTEGER NOT NULL,
     UNIQUE (rp_id_hash, user_id)
 );
 CREATE TABLE IF NOT EXISTS counters (
@@ -59,13 +59,16 @@ class ResidentCredential:
     user_display_name: str | None = None
     cred_protect: int = 1
     large_blob_key: bytes | None = None
-    created: int = 0  # insertion sequence: larger is more recent
+    # Insertion order (the seq column): larger is more recent. SQLite gives a new row
+    # max(seq) + 1, so an overwritten credential becomes the most recent one.
+    created: int = 0
 
 
-_COLUMNS = (
+_FIELDS = (
     "credential_id, rp_id, rp_id_hash, user_id, rp_name, user_name, user_display_name, "
-    "cred_protect, large_blob_key, created"
+    "cred_protect, large_blob_key"
 )
+_COLUMNS = _FIELDS + ", seq"
 
 
 def _row(row: tuple) -> ResidentCredential:
@@ -185,11 +188,11 @@ class Store:
         """Most recent first (the order getNextAssertion walks)."""
         if rp_id_hash is None:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM credentials ORDER BY created DESC"
+                f"SELECT {_COLUMNS} FROM credentials ORDER BY seq DESC"
             ).fetchall()
         else:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM credentials WHERE rp_id_hash = ? ORDER BY created DESC",
+                f"SELECT {_COLUMNS} FROM credentials WHERE rp_id_hash = ? ORDER BY seq DESC",
                 (rp_id_hash,),
             ).fetchall()
         return [_row(r) for r in rows]
@@ -207,20 +210,23 @@ class Store:
         ).fetchone()
         return _row(row) if row else None
 
-    def put_resident(self, cred: ResidentCredential) -> ResidentCredential:
-        """Insert, replacing any credential for the same RP and user handle (same slot)."""
+    def put_resident(self, cred: ResidentCredential, capacity: int | None = None) -> bool:
+        """Insert, replacing any credential for the same RP and user handle (same slot).
+
+        False, and nothing written, if that needs a new slot and all ``capacity`` are used.
+        """
         with self.transaction() as db:
             old = self.find_resident(cred.rp_id_hash, cred.user_id)
+            if old is None and capacity is not None and self.resident_count() >= capacity:
+                return False
             if old is not None:
                 db.execute("DELETE FROM credentials WHERE credential_id = ?", (old.credential_id,))
                 db.execute(
                     "DELETE FROM counters WHERE credential_hash = ?",
                     (counter_key(old.credential_id),),
                 )
-            seq = self.get_int("credential_seq") + 1
-            self.set_int("credential_seq", seq)
             db.execute(
-                f"INSERT INTO credentials ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO credentials ({_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     cred.credential_id,
                     cred.rp_id,
@@ -231,10 +237,9 @@ class Store:
                     cred.user_display_name,
                     cred.cred_protect,
                     cred.large_blob_key,
-                    seq,
                 ),
             )
-        return self.get_resident(cred.credential_id)  # type: ignore[return-value]
+        return True
 
     def update_user(
         self, credential_id: bytes, user_name: str | None, user_display_name: str | None

@@ -29,6 +29,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tools.bench --write $(BENCH_ARGS)
 
+## Real kernel, real clients: softkey over UHID in a qemu VM (docs/e2e.md). E2E_ARGS="--help".
+e2e: $(STAMP)
+	$(PY) tools/vm/e2e.py $(E2E_ARGS)
+
 demo: $(STAMP)
 	$(VENV)/bin/softkey demo
 

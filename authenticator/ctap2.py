@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import cbor, cose
+from . import cbor, cose, ctap1
+from . import extensions as ext
 from .ctap import (
     FLAG_AT,
     FLAG_ED,
@@ -84,7 +85,7 @@ class PendingAssertions:
     uv: bool
     remaining: list[Candidate]
     expires: float
-    extensions: dict[str, Any] = field(default_factory=dict)
+    extensions: ext.GetAssertionExtensions | None = None
 
 
 # -- makeCredential ------------------------------------------------------------------------
@@ -101,7 +102,8 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     options = options_map(params, K.OPTIONS)
     pin_uv_auth_param = opt(params, K.PIN_UV_AUTH_PARAM, bytes)
     pin_uv_auth_protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
-    opt(params, K.ENTERPRISE_ATTESTATION, int)
+    enterprise_request = opt(params, K.ENTERPRISE_ATTESTATION, int)
+    formats_preference = opt(params, K.ATTESTATION_FORMATS_PREFERENCE, list)
 
     rp_id = get(rp, "id", str)
     rp_name = opt(rp, "name", str)
@@ -124,6 +126,8 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
             f"none of the requested algorithms {[e.get('alg') for e in cred_params]} "
             f"is offered by this key ({list(auth.profile.algorithms)})",
         )
+    # Step 8: validate enterpriseAttestation; decide now whether this one gets it (step 17).
+    enterprise = auth.attestation.check_enterprise_request(enterprise_request, rp_id)
 
     uv = auth.pin_uv.check_request(
         "mc",
@@ -158,15 +162,12 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
             f"a credential in excludeList already exists on this key for {rp_id}",
         )
 
-    cred_protect = 1
-    ext_out: dict[str, Any] = {}
-    requested_protect = extensions.get("credProtect")
-    if isinstance(requested_protect, int) and not isinstance(requested_protect, bool):
-        if requested_protect in CRED_PROTECT_NAMES and "credProtect" in auth.extensions:
-            cred_protect = requested_protect
-            ext_out["credProtect"] = cred_protect
+    # Step 13: extensions (extensions.py), validated before the touch.
+    requested = ext.parse_make_credential(auth, extensions, rk=rk)
+    cred_protect = requested.cred_protect
 
-    auth.confirm_presence("makeCredential", rp_id, interaction, user_name=user_name)
+    # Through pin_uv: on 2.1 a pinUvAuthToken used for presence is consumed (§6.1.2 s. 14).
+    auth.pin_uv.collect_presence("makeCredential", rp_id, interaction, user_name=user_name)
 
     private_key, key = cose.generate_key(alg)
     secrets = CredentialSecrets(
@@ -175,8 +176,11 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
         discoverable=rk,
         cred_protect=cred_protect,
         cred_random=auth.random(32),
+        cred_blob=requested.stored_cred_blob,
+        hmac_secret=requested.hmac_secret,
     )
     credential_id = auth.wrapper.wrap(secrets, rp_hash)
+    large_blob_key = auth.random(ext.LARGE_BLOB_KEY_LEN) if requested.large_blob_key else None
 
     if rk:
         capacity = auth.profile.rk_capacity
@@ -190,6 +194,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
                 user_name=user_name,
                 user_display_name=user_display_name,
                 cred_protect=cred_protect,
+                large_blob_key=large_blob_key,
             ),
             capacity,
         )
@@ -206,14 +211,16 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
         + credential_id
         + cbor.encode(cose.public_cose(alg, key))
     )
+    ext_out = requested.outputs(auth, secrets, uv, rp_id)
     data = auth_data(rp_hash, flags, 0, attested, ext_out or None)
-    signature = cose.sign(alg, key, data + client_data_hash)
-    R = MakeCredentialResponseKey
-    return {
-        R.FMT: "packed",
-        R.AUTH_DATA: data,
-        R.ATT_STMT: {"alg": alg, "sig": signature},
-    }
+    # attestationFormatsPreference is a 2.1-era member; older profiles ignore it as unknown.
+    fmt = auth.attestation.choose_format(formats_preference if auth.profile.is_2_1 else None)
+    response = auth.attestation.statement(
+        data, client_data_hash, alg, key, fmt=fmt, enterprise=enterprise
+    )
+    if large_blob_key is not None:
+        response[MakeCredentialResponseKey.LARGE_BLOB_KEY] = large_blob_key
+    return response
 
 
 # -- getAssertion ----------------------------------------------------------------------------
@@ -238,9 +245,11 @@ def _assertion(
     flags: int,
     uv: bool,
     number_of_credentials: int | None,
+    extensions: ext.GetAssertionExtensions | None = None,
 ) -> dict:
+    ext_out, large_blob_key = ext.assertion_outputs(extensions, cand, uv)
     counter = auth.next_counter(cand.credential_id)
-    data = auth_data(rp_hash, flags, counter)
+    data = auth_data(rp_hash, flags, counter, extensions=ext_out or None)
     signature = cose.sign(cand.secrets.alg, cand.secrets.private_key, data + client_data_hash)
     R = GetAssertionResponseKey
     response: dict[Any, Any] = {
@@ -252,6 +261,8 @@ def _assertion(
         response[R.USER] = _user_entity(cand.resident, uv)
     if number_of_credentials is not None:
         response[R.NUMBER_OF_CREDENTIALS] = number_of_credentials
+    if large_blob_key is not None:
+        response[R.LARGE_BLOB_KEY] = large_blob_key
     return response
 
 
@@ -260,7 +271,7 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
     rp_id = get(params, K.RP_ID, str)
     client_data_hash = get(params, K.CLIENT_DATA_HASH, bytes)
     allow_ids = descriptor_list(params, K.ALLOW_LIST)
-    opt(params, K.EXTENSIONS, dict)
+    extensions = opt(params, K.EXTENSIONS, dict) or {}
     options = options_map(params, K.OPTIONS)
     pin_uv_auth_param = opt(params, K.PIN_UV_AUTH_PARAM, bytes)
     pin_uv_auth_protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
@@ -317,8 +328,11 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
             )
         raise CtapError(Status.NO_CREDENTIALS, reason)
 
+    # Step 8: extensions (extensions.py), validated before the touch.
+    requested = ext.parse_get_assertion(auth, extensions)
+
     if up:
-        auth.confirm_presence("getAssertion", rp_id, interaction)
+        auth.pin_uv.collect_presence("getAssertion", rp_id, interaction)
     flags = (FLAG_UP if up else 0) | (FLAG_UV if uv else 0)
 
     first, rest = candidates[0], candidates[1:]
@@ -330,8 +344,9 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
             uv=uv,
             remaining=rest,
             expires=auth.clock.monotonic() + NEXT_ASSERTION_TIMEOUT,
+            extensions=requested,
         )
-    return _assertion(auth, first, rp_hash, client_data_hash, flags, uv, number)
+    return _assertion(auth, first, rp_hash, client_data_hash, flags, uv, number, requested)
 
 
 def get_next_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
@@ -346,7 +361,14 @@ def get_next_assertion(auth: Authenticator, params: dict, interaction: Interacti
     if not pending.remaining:
         auth.pending = None
     return _assertion(
-        auth, cand, pending.rp_hash, pending.client_data_hash, pending.flags, pending.uv, None
+        auth,
+        cand,
+        pending.rp_hash,
+        pending.client_data_hash,
+        pending.flags,
+        pending.uv,
+        None,
+        pending.extensions,
     )
 
 
@@ -360,7 +382,8 @@ def get_info(auth: Authenticator) -> dict:
     options.update(auth.pin_uv.info_options())
     options.update(auth.extra_info_options())
     info: dict[Any, Any] = {
-        K.VERSIONS: list(profile.versions),
+        # alwaysUv switches U2F off (it cannot verify the user): stop announcing it.
+        K.VERSIONS: [v for v in profile.versions if v != "U2F_V2" or ctap1.enabled(auth)],
         K.AAGUID: profile.aaguid,
         K.OPTIONS: options,
         K.MAX_MSG_SIZE: MAX_MSG_SIZE,
@@ -382,6 +405,7 @@ def get_info(auth: Authenticator) -> dict:
         if remaining is not None:
             info[K.REMAINING_DISCOVERABLE_CREDENTIALS] = remaining
     info.update(auth.pin_uv.info_members())
+    info.update(ext.info_members(auth))
     return info
 
 

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cbor, ctap2
+from . import cbor, config, counters, credman, ctap1, ctap2, extensions, large_blobs
+from .attestation import DEFAULT_MODE as DEFAULT_ATTESTATION
+from .attestation import Attestation
 from .ctap import MAX_MSG_SIZE, Cmd, CtapError, Status
 from .environment import (
     AutoPresence,
@@ -30,7 +32,7 @@ from .environment import (
 )
 from .keywrap import MASTER_KEY_LEN, KeyWrapper
 from .params import request_map
-from .pin import PinUv
+from .pin import PinUv, client_pin
 from .profiles import DEFAULT_PROFILE, Profile, get_profile
 from .store import ResidentCredential, StateError, Store
 
@@ -63,6 +65,8 @@ class Authenticator:
         presence: Presence | None = None,
         clock: Clock | None = None,
         random: RandomSource = system_random,
+        attestation: str = DEFAULT_ATTESTATION,
+        counter_mode: str | None = None,
     ) -> None:
         self.store = Store(state)
         self.clock: Clock = clock or SystemClock()
@@ -73,6 +77,9 @@ class Authenticator:
         if master is None:
             master = self._new_master_key()
         self.wrapper = KeyWrapper(master, random)
+        # "batch" (default, like a real key) or "self"; see attestation.py.
+        self.attestation = Attestation(self.store, self.profile, attestation)
+        self.counter_mode = counters.resolve_mode(self.store, counter_mode)
         self.pin_uv = PinUv(self)
         self.pending: Any = None
         self.last_outcome: Outcome | None = None
@@ -85,8 +92,16 @@ class Authenticator:
         }
         if self.profile.ctap != "2.0":
             self._handlers[Cmd.SELECTION] = ctap2.selection
-        # Which command continues which pending state (all others clear it).
-        self._continuations = {Cmd.GET_NEXT_ASSERTION}
+        self._handlers[Cmd.CLIENT_PIN] = client_pin
+        credman_handlers = credman.handlers(self.profile)
+        self._handlers.update(credman_handlers)
+        self._handlers.update(config.handlers(self.profile))
+        large_blob_handlers = large_blobs.handlers(self.profile)
+        self._handlers.update(large_blob_handlers)
+        # Which command continues which pending state (all others clear it). Credential
+        # management clears it itself unless the subcommand is the matching getNext*;
+        # largeBlobs keeps only its own write in progress.
+        self._continuations = {Cmd.GET_NEXT_ASSERTION, *credman_handlers, *large_blob_handlers}
 
     # -- construction -------------------------------------------------------------------
 
@@ -157,8 +172,14 @@ class Authenticator:
         return handler(self, request_map(payload), interaction)
 
     def handle_u2f(self, apdu: bytes, interaction: Interaction | None = None) -> bytes:
-        """CTAP1/U2F APDU: not supported yet (SW_INS_NOT_SUPPORTED)."""
-        return b"\x6d\x00"
+        """One CTAP1/U2F request APDU to response data + status word (ctap1.py)."""
+        self.pending = None  # a U2F message is "any other command" too
+        try:
+            data, sw, _reason = ctap1.handle(self, bytes(apdu), interaction or NoInteraction())
+        except Exception:  # a bug must not take the device down with a traceback
+            log.exception("internal error handling a U2F message")
+            data, sw = b"", ctap1.SW.UNKNOWN
+        return data + sw.to_bytes(2, "big")
 
     def power_cycle(self) -> None:
         """Unplug and replug: volatile state goes, the reset window reopens."""
@@ -173,10 +194,16 @@ class Authenticator:
 
     @property
     def extensions(self) -> tuple[str, ...]:
-        return ("credProtect",)
+        """The extensions this key implements: exactly what getInfo lists."""
+        return extensions.supported(self.profile)
 
     def extra_info_options(self) -> dict[str, bool]:
-        return {}
+        return {
+            **self.attestation.info_options(),
+            **credman.info_options(self),
+            **config.info_options(self),
+            **extensions.info_options(self),
+        }
 
     def confirm_presence(
         self,
@@ -214,7 +241,7 @@ class Authenticator:
         return ctap2.Candidate(credential_id, secrets, resident)
 
     def next_counter(self, credential_id: bytes) -> int:
-        return self.store.increment_counter(credential_id)
+        return counters.next_value(self.store, self.counter_mode, credential_id)
 
     def remaining_discoverable(self) -> int | None:
         capacity = self.profile.rk_capacity
@@ -235,9 +262,31 @@ class Authenticator:
         """Resident credentials, most recent first."""
         return self.store.list_resident(ctap2.rp_id_hash(rp_id) if rp_id else None)
 
+    def set_counter(self, credential_id: bytes, value: int) -> None:
+        """Set a credential's signature counter (the next signature carries value + 1), so
+        an RP's clone detection can be tested. In counter mode "global" this sets the one
+        device counter; in mode "zero" it is refused (ValueError)."""
+        counters.set_value(self.store, self.counter_mode, credential_id, value)
+
+    def counter(self, credential_id: bytes) -> int:
+        """The counter value the credential's last signature carried."""
+        return counters.current_value(self.store, self.counter_mode, credential_id)
+
     def delete_credential(self, credential_id: bytes) -> bool:
         self.pending = None
         return self.store.delete_resident(credential_id)
+
+    def set_pin(self, pin: str) -> None:
+        """Set the first PIN (offline; same policy as clientPIN setPIN). Raises CtapError."""
+        self.pin_uv.admin_set_pin(pin)
+
+    def change_pin(self, old: str, new: str) -> None:
+        """Change the PIN; a wrong ``old`` spends a retry exactly as over CTAP."""
+        self.pin_uv.admin_change_pin(old, new)
+
+    def pin_status(self) -> dict[str, Any]:
+        """{"set", "retries", "force_change", "min_length"}."""
+        return self.pin_uv.status()
 
     def info(self) -> dict[str, Any]:
         """getInfo, decoded with names (for people and --json)."""

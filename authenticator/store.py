@@ -284,7 +284,21 @@ class Store:
 
     # -- reset ----------------------------------------------------------------------------
 
-    def wipe(self, keep: tuple[str, ...] = ("schema_version", "profile")) -> None:
+    # What authenticatorReset keeps: what a real key keeps (its model, its factory attestation
+    # chain: attestation.KEEP_ON_RESET) and emulator settings (counters.META_MODE).
+    KEEP_ON_RESET = (
+        "schema_version",
+        "profile",
+        "counter_mode",
+        "attestation_root_key",
+        "attestation_root_cert",
+        "attestation_key",
+        "attestation_cert",
+        "enterprise_attestation_key",
+        "enterprise_attestation_cert",
+    )
+
+    def wipe(self, keep: tuple[str, ...] = KEEP_ON_RESET) -> None:
         """Forget everything but the named meta entries (authenticatorReset)."""
         with self.transaction() as db:
             db.execute("DELETE FROM credentials")

@@ -106,8 +106,8 @@ def ga_request(cred_id: bytes) -> bytes:
 
 
 def _cred_id(response: bytes) -> bytes:
-    from fido2.ctap2 import AttestationResponse
     from fido2 import cbor as fcbor
+    from fido2.ctap2 import AttestationResponse
 
     att = AttestationResponse.from_dict(fcbor.decode(response[1:]))
     assert att.auth_data.credential_data is not None
@@ -126,13 +126,20 @@ def bench_in_process(repeat: int) -> list[Row]:
     mc_nr = median_time(
         lambda: auth.handle_cbor(mc_request(b"u%d" % next(counter), False)), repeat, 20
     )
-    rows.append(Row("handle_cbor makeCredential (non-resident)", mc_nr, floor="mc",
-                    ratio=mc_nr / floor_mc))
+    rows.append(
+        Row("handle_cbor makeCredential (non-resident)", mc_nr, floor="mc", ratio=mc_nr / floor_mc)
+    )
     mc_rk = median_time(
         lambda: auth.handle_cbor(mc_request(b"r%d" % next(counter), True)), repeat, 20
     )
-    rows.append(Row("handle_cbor makeCredential (resident, in-memory)", mc_rk, floor="mc",
-                    ratio=mc_rk / floor_mc))
+    rows.append(
+        Row(
+            "handle_cbor makeCredential (resident, in-memory)",
+            mc_rk,
+            floor="mc",
+            ratio=mc_rk / floor_mc,
+        )
+    )
     cred = _cred_id(auth.handle_cbor(mc_request(b"ga", False)))
     req = ga_request(cred)
     ga = median_time(lambda: auth.handle_cbor(req), repeat, 20)
@@ -143,8 +150,14 @@ def bench_in_process(repeat: int) -> list[Row]:
         mc_file = median_time(
             lambda: durable.handle_cbor(mc_request(b"f%d" % next(counter), True)), repeat, 10
         )
-        rows.append(Row("handle_cbor makeCredential (resident, file, fsync)", mc_file,
-                        floor="mc", ratio=mc_file / floor_mc))
+        rows.append(
+            Row(
+                "handle_cbor makeCredential (resident, file, fsync)",
+                mc_file,
+                floor="mc",
+                ratio=mc_file / floor_mc,
+            )
+        )
         durable.close()
 
     from fido2.ctap2 import Ctap2
@@ -153,16 +166,30 @@ def bench_in_process(repeat: int) -> list[Row]:
 
     ctap = Ctap2(VirtualCtapDevice(auth))
     mc_f2 = median_time(
-        lambda: ctap.make_credential(b"\0" * 32, {"id": "bench.example"},
-                                     {"id": b"c%d" % next(counter)}, ES256),
-        repeat, 20,
+        lambda: ctap.make_credential(
+            b"\0" * 32, {"id": "bench.example"}, {"id": b"c%d" % next(counter)}, ES256
+        ),
+        repeat,
+        20,
     )
-    rows.append(Row("python-fido2 Ctap2.make_credential (in-process)", mc_f2, floor="mc",
-                    ratio=mc_f2 / floor_mc))
+    rows.append(
+        Row(
+            "python-fido2 Ctap2.make_credential (in-process)",
+            mc_f2,
+            floor="mc",
+            ratio=mc_f2 / floor_mc,
+        )
+    )
     allow = [{"type": "public-key", "id": cred}]
     ga_f2 = median_time(lambda: ctap.get_assertion("bench.example", b"\0" * 32, allow), repeat, 20)
-    rows.append(Row("python-fido2 Ctap2.get_assertion (in-process)", ga_f2, floor="ga",
-                    ratio=ga_f2 / floor_ga))
+    rows.append(
+        Row(
+            "python-fido2 Ctap2.get_assertion (in-process)",
+            ga_f2,
+            floor="ga",
+            ratio=ga_f2 / floor_ga,
+        )
+    )
     return rows
 
 
@@ -200,9 +227,22 @@ def _init_reply(port: int, timeout: float) -> bool:
 
 def start_udp_key(state: Path, profile: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*_softkey(), "run", "--transport", "udp", "--port", str(port), "--state", str(state),
-         "--profile", profile, "--presence", "auto"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            *_softkey(),
+            "run",
+            "--transport",
+            "udp",
+            "--port",
+            str(port),
+            "--state",
+            str(state),
+            "--profile",
+            profile,
+            "--presence",
+            "auto",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -215,14 +255,21 @@ def bench_cold_start(repeat: int) -> Row:
             proc = start_udp_key(Path(tmp) / f"cold{i}.sqlite3", "ctap2.1", port)
             try:
                 if not _init_reply(port, 20):
-                    return Row("cold start: softkey run --transport udp -> INIT reply", None,
-                               note="no INIT reply within 20 s")
+                    return Row(
+                        "cold start: softkey run --transport udp -> INIT reply",
+                        None,
+                        note="no INIT reply within 20 s",
+                    )
                 samples.append(time.perf_counter() - start)
             finally:
                 proc.terminate()
                 proc.wait(10)
-    return Row("cold start: softkey run --transport udp -> INIT reply",
-               statistics.median(samples), unit="ms", note="target <= 250 ms")
+    return Row(
+        "cold start: softkey run --transport udp -> INIT reply",
+        statistics.median(samples),
+        unit="ms",
+        note="target <= 250 ms",
+    )
 
 
 def bench_udp(repeat: int, floor_mc: float, floor_ga: float) -> list[Row]:
@@ -231,8 +278,13 @@ def bench_udp(repeat: int, floor_mc: float, floor_ga: float) -> list[Row]:
     except ImportError:
         UdpCtapHidConnection = None  # noqa: N806
     if UdpCtapHidConnection is None:
-        return [Row("CTAPHID over UDP (python-fido2)", None,
-                    note="transports.udp.UdpCtapHidConnection missing")]
+        return [
+            Row(
+                "CTAPHID over UDP (python-fido2)",
+                None,
+                note="transports.udp.UdpCtapHidConnection missing",
+            )
+        ]
     from fido2.ctap2 import Ctap2
     from fido2.hid import CtapHidDevice
 
@@ -249,19 +301,34 @@ def bench_udp(repeat: int, floor_mc: float, floor_ga: float) -> list[Row]:
             ctap = Ctap2(dev)
             counter = iter(range(10**9))
             mc = median_time(
-                lambda: ctap.make_credential(b"\0" * 32, {"id": "bench.example"},
-                                             {"id": b"u%d" % next(counter)}, ES256),
-                repeat, 10,
+                lambda: ctap.make_credential(
+                    b"\0" * 32, {"id": "bench.example"}, {"id": b"u%d" % next(counter)}, ES256
+                ),
+                repeat,
+                10,
             )
-            rows.append(Row("UDP makeCredential round trip (python-fido2)", mc, floor="mc",
-                            ratio=mc / floor_mc))
+            rows.append(
+                Row(
+                    "UDP makeCredential round trip (python-fido2)",
+                    mc,
+                    floor="mc",
+                    ratio=mc / floor_mc,
+                )
+            )
             att = ctap.make_credential(b"\0" * 32, {"id": "bench.example"}, {"id": b"g"}, ES256)
             assert att.auth_data.credential_data is not None
             allow = [{"type": "public-key", "id": att.auth_data.credential_data.credential_id}]
-            ga = median_time(lambda: ctap.get_assertion("bench.example", b"\0" * 32, allow),
-                             repeat, 10)
-            rows.append(Row("UDP getAssertion round trip (python-fido2)", ga, floor="ga",
-                            ratio=ga / floor_ga))
+            ga = median_time(
+                lambda: ctap.get_assertion("bench.example", b"\0" * 32, allow), repeat, 10
+            )
+            rows.append(
+                Row(
+                    "UDP getAssertion round trip (python-fido2)",
+                    ga,
+                    floor="ga",
+                    ratio=ga / floor_ga,
+                )
+            )
             ping = median_time(lambda: dev.ping(b"x" * 1024), repeat, 20)
             rows.append(Row("UDP CTAPHID PING 1024 bytes", ping))
             dev.close()
@@ -286,8 +353,9 @@ def bench_fill(counts: tuple[int, ...]) -> list[Row]:
                 assert response[0] == 0, response
             per = (time.perf_counter() - start) / n
             auth.close()
-        rows.append(Row(f"fill {n:,} resident credentials (file, durable): per credential",
-                        per, unit="ms"))
+        rows.append(
+            Row(f"fill {n:,} resident credentials (file, durable): per credential", per, unit="ms")
+        )
     return rows
 
 
@@ -295,7 +363,7 @@ def bench_enumerate(counts: tuple[int, ...]) -> list[Row]:
     """Enumerate resident credentials through credential management (python-fido2)."""
     rows = []
     try:
-        from fido2.ctap2 import ClientPin, Ctap2, CredentialManagement
+        from fido2.ctap2 import ClientPin, CredentialManagement, Ctap2
 
         from transports.inprocess import VirtualCtapDevice
     except ImportError as exc:  # pragma: no cover
@@ -306,23 +374,23 @@ def bench_enumerate(counts: tuple[int, ...]) -> list[Row]:
             auth.handle_cbor(mc_request(b"user%d" % i, True))
         ctap = Ctap2(VirtualCtapDevice(auth))
         if not ctap.info.options.get("credMgmt"):
-            return [Row("enumerate via credential management", None,
-                        note="profile has no credMgmt yet")]
+            return [
+                Row("enumerate via credential management", None, note="profile has no credMgmt yet")
+            ]
         try:
             pin = ClientPin(ctap)
             pin.set_pin("12345678")
             token = pin.get_pin_token("12345678", ClientPin.PERMISSION.CREDENTIAL_MGMT)
             credman = CredentialManagement(ctap, pin.protocol, token)
             start = time.perf_counter()
-            creds = credman.enumerate_creds(
-                hashlib.sha256(b"bench.example").digest()
-            )
+            creds = credman.enumerate_creds(hashlib.sha256(b"bench.example").digest())
             per = (time.perf_counter() - start) / n
         except Exception as exc:  # noqa: BLE001 - a bench row reports, it does not crash
             return [Row("enumerate via credential management", None, note=repr(exc))]
         assert len(creds) == n
-        rows.append(Row(f"enumerate {n:,} resident credentials (credMgmt): per credential",
-                        per, unit="ms"))
+        rows.append(
+            Row(f"enumerate {n:,} resident credentials (credMgmt): per credential", per, unit="ms")
+        )
     return rows
 
 
@@ -342,7 +410,10 @@ def bench_rss(n: int) -> Row:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [sys.executable, "-c", code, str(Path(tmp) / "rss.sqlite3")],
-            capture_output=True, text=True, cwd=ROOT, check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
         )
     if out.returncode != 0:
         return Row(f"peak RSS with {n:,} resident credentials", None, note=out.stderr[-200:])
@@ -373,8 +444,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,19 +3,51 @@
 One click group; each area registers its commands here. Errors a person sees are one
 sentence saying what happened and what to do, printed by ``main``; exit codes: 0 ok,
 1 operation refused, 2 usage error.
+
+Every verb picks its key with ``--key NAME`` or ``--state PATH`` (tools/paths.py, the same
+rule `softkey run` uses). When the key is running and its control socket answers admin
+calls, verbs go through it (the running key stays the single writer); otherwise they open
+the state file directly. Reads of a running key's file are safe (SQLite WAL), writes are
+refused so the running key's view cannot be pulled from under it.
+
+Secrets (master key, PIN, passphrase) are never printed; PINs and passphrases are read from
+a hidden prompt or from SOFTKEY_PIN / SOFTKEY_NEW_PIN / SOFTKEY_PASSPHRASE, never from argv.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
+
+from tools import paths
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PIN_ENV = "SOFTKEY_PIN"
+NEW_PIN_ENV = "SOFTKEY_NEW_PIN"
+PASSPHRASE_ENV = "SOFTKEY_PASSPHRASE"
+FILL_CHUNK = 25  # credentials per admin call: keeps the progress bar moving
 
 
 class CliError(click.ClickException):
     """An operation was refused or failed; exit status 1."""
 
     exit_code = 1
+
+
+class CliUsageError(click.ClickException):
+    """The command cannot be carried out as given; exit status 2 (without the usage dump)."""
+
+    exit_code = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,13 +57,869 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--profile", default="nitrokey-fido2", show_default=True,
-              help="Profile or preset to tell the story with.")
+@click.option(
+    "--profile",
+    default="nitrokey-fido2",
+    show_default=True,
+    help="Profile or preset to tell the story with.",
+)
 def demo(profile: str) -> None:
     """Tell the seeds' story: resident slots fill up, reset kills non-resident keys."""
     from tools.demo import run_demo
 
     run_demo(profile)
+
+
+# -- picking a key ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    state: Path
+
+    @property
+    def name(self) -> str | None:
+        return paths.key_name(self.state)
+
+    @property
+    def label(self) -> str:
+        """How messages name the key: "key 'work'" or "key at /tmp/x.sqlite3"."""
+        name = self.name
+        return f"key {name!r}" if name is not None else f"key at {self.state}"
+
+    @property
+    def key_option(self) -> str:
+        """The option that selects this key again, for hints in messages."""
+        name = self.name
+        if name is None:
+            return f" --state {self.state}"
+        return "" if name == paths.DEFAULT_KEY else f" --key {name}"
+
+    def exists(self) -> bool:
+        return self.state.is_file()
+
+    def socket(self) -> Path | None:
+        try:
+            return paths.control_socket_path(self.state)
+        except paths.KeyPathError:
+            return None
+
+
+def key_options(f: F) -> F:
+    """--key/--state, also from SOFTKEY_KEY / SOFTKEY_STATE (an explicit option wins)."""
+    f = click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=paths.STATE_ENV,
+        help="State file of the key (instead of --key).",
+    )(f)
+    f = click.option(
+        "--key",
+        "key_name",
+        metavar="NAME",
+        envvar=paths.KEY_ENV,
+        help=f"Which key: $XDG_DATA_HOME/softkey/NAME.sqlite3 (default {paths.DEFAULT_KEY!r}).",
+    )(f)
+    return f
+
+
+def resolve_key(key_name: str | None, state_path: Path | None) -> KeyRef:
+    ctx = click.get_current_context()
+    if key_name is not None and state_path is not None:
+        key_src = ctx.get_parameter_source("key_name")
+        state_src = ctx.get_parameter_source("state_path")
+        if key_src == ParameterSource.ENVIRONMENT and state_src != ParameterSource.ENVIRONMENT:
+            key_name = None
+        elif state_src == ParameterSource.ENVIRONMENT and key_src != ParameterSource.ENVIRONMENT:
+            state_path = None
+    try:
+        return KeyRef(paths.resolve_state(key_name, state_path))
+    except paths.KeyPathError as exc:
+        raise CliUsageError(str(exc)) from None
+
+
+# -- talking to a key: offline or through a running key's control socket ------------------------
+
+
+class Backend:
+    """Runs tools.admin operations on one key; raises CliError/CliUsageError on refusal."""
+
+    running = False
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply["result"]
+    message = str(reply.get("error") or "the key refused the operation")
+    if reply.get("code") == "usage":
+        raise CliUsageError(message)
+    raise CliError(message)
+
+
+class OfflineBackend(Backend):
+    def __init__(self, ref: KeyRef, profile: str | None = None) -> None:
+        from authenticator import Authenticator, StateError
+
+        self.ref = ref
+        try:
+            self.auth = Authenticator(profile, ref.state)
+        except StateError as exc:
+            raise CliError(str(exc)) from None
+        except ValueError as exc:  # unknown profile
+            raise CliUsageError(str(exc)) from None
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        from tools.admin import dispatch
+
+        return _raise_for(dispatch(self.auth, op, args))
+
+    def close(self) -> None:
+        self.auth.close()
+
+
+class RemoteBackend(Backend):
+    """Admin operations executed by the running key itself (its control socket)."""
+
+    running = True
+
+    def __init__(self, ref: KeyRef, call: Callable[[str, dict[str, Any]], dict[str, Any]]):
+        self.ref = ref
+        self._call = call
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        return _raise_for(self._call(op, args))
+
+
+AdminCall = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def running_admin(ref: KeyRef) -> tuple[bool, AdminCall | None]:
+    """(is the key running?, a function making admin calls through its socket, or None when
+    the running key does not offer them)."""
+    from transports import control
+
+    sock = ref.socket()
+    if sock is None or not sock.exists():
+        return False, None
+
+    def admin_call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            # The reply line is tools.admin.dispatch's own {"ok", "result"|"error", "code"}.
+            return control.call(sock, "admin", timeout=120.0, name=name, args=args)
+        except control.ControlError as exc:
+            raise CliError(f"{exc}; is {ref.label} still running?") from None
+
+    try:
+        response = control.call(sock, "admin", timeout=10.0, name="ping", args={})
+    except control.NotRunning:
+        return False, None
+    except control.ControlError:
+        return True, None  # something listens there but does not answer us
+    # A key without admin support answers {"ok": false, "error": "unknown operation"}.
+    if response.get("ok") or "code" in response:
+        return True, admin_call
+    return True, None
+
+
+@contextmanager
+def open_key(
+    ref: KeyRef, *, write: bool, create: bool = False, profile: str | None = None
+) -> Iterator[Backend]:
+    """The backend for ``ref``: the running key's control socket if it answers admin calls,
+    else the state file (writes to a running key's file are refused)."""
+    running, admin_call = running_admin(ref)
+    backend: Backend
+    if running and admin_call is not None:
+        if profile is not None:
+            _check_profile(RemoteBackend(ref, admin_call), profile)
+        backend = RemoteBackend(ref, admin_call)
+    elif running and write:
+        raise CliError(
+            f"{ref.label} is running; stop it (Ctrl-C where `softkey run{ref.key_option}` "
+            "runs) and retry: that running key does not accept changes over its control socket"
+        )
+    else:
+        if not ref.exists() and not create:
+            raise CliError(
+                f"there is no {ref.label} yet ({ref.state} does not exist); create it with "
+                f"`softkey run{ref.key_option}` or `softkey fill{ref.key_option} --profile P`"
+            )
+        backend = OfflineBackend(ref, profile)
+        backend.running = running
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _check_profile(backend: Backend, profile: str) -> None:
+    current = backend.call("info")["profile"]
+    if current != profile:
+        raise CliError(
+            f"this key is a {current!r} key, not {profile!r}; omit --profile or pick another --key"
+        )
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _key_header(ref: KeyRef, backend: Backend) -> dict[str, Any]:
+    return {"key": ref.name, "state": str(ref.state), "running": backend.running}
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    try:
+        confirmed = click.confirm(question, default=False, err=True)
+    except click.Abort:  # stdin closed (CI, /dev/null): nobody can answer
+        raise CliError("nothing changed: no answer to the question; add --yes") from None
+    if not confirmed:
+        raise CliError("nothing changed (not confirmed); add --yes to skip the question")
+
+
+def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    try:
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
+    except click.Abort:
+        raise CliError(f"no {prompt.lower()} given; type it when asked or set {env}") from None
+
+
+# -- info, keys, profiles ----------------------------------------------------------------------
+
+
+@cli.command()
+@key_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+    """Profile, AAGUID, versions, slots, PIN and counters of a key."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=False) as backend:
+        data = {**_key_header(ref, backend), **backend.call("info")}
+    if as_json:
+        emit_json(data)
+        return
+    slots = data["resident_credentials"]
+    pin = data["pin"]
+    if slots["capacity"] is None:
+        slot_text = f"{slots['used']} used (no limit)"
+    else:
+        slot_text = f"{slots['used']} used, {slots['free']} free (of {slots['capacity']})"
+    if pin["set"]:
+        pin_text = "set" + (
+            f", {pin['retries']} retries left" if pin["retries"] is not None else ""
+        )
+    else:
+        pin_text = "not set"
+    credman = {
+        "none": "none (CTAP 2.0: only reset frees slots)",
+        "preview": "preview (0x41)",
+        "full": "yes (0x0A)",
+    }[data["credential_management"]]
+    rows = [
+        ("key", f"{ref.label} ({'running' if data['running'] else 'not running'})"),
+        ("state", data["state"]),
+        ("profile", f"{data['profile']}: {data['description']}"),
+        ("AAGUID", data["aaguid"]),
+        ("versions", ", ".join(data["versions"])),
+        ("slots", slot_text),
+        ("PIN", pin_text),
+        ("cred mgmt", credman),
+        (
+            "counters",
+            f"{data['counters']['signatures']} signatures by "
+            f"{data['counters']['credentials']} credentials",
+        ),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<10} {value}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys(as_json: bool) -> None:
+    """List the named keys under $XDG_DATA_HOME/softkey."""
+    from authenticator.profiles import PROFILES
+    from tools.state_export import ExportError, peek
+
+    rows = []
+    for state in paths.list_key_states():
+        ref = KeyRef(state)
+        running, _ = running_admin(ref)
+        try:
+            seen = peek(state)
+        except ExportError:
+            seen = {"profile": None, "used": None}
+        profile = PROFILES.get(seen["profile"] or "")
+        rows.append(
+            {
+                "key": ref.name,
+                "state": str(state),
+                "profile": seen["profile"],
+                "used": seen["used"],
+                "capacity": profile.rk_capacity if profile else None,
+                "running": running,
+            }
+        )
+    if as_json:
+        emit_json({"data_dir": str(paths.data_dir()), "keys": rows})
+        return
+    if not rows:
+        click.echo(f"no keys under {paths.data_dir()}; start one with `softkey run`")
+        return
+    click.echo(f"{'KEY':<16} {'PROFILE':<15} {'SLOTS':<9} STATUS")
+    for row in rows:
+        cap = "∞" if row["capacity"] is None else row["capacity"]
+        used = "?" if row["used"] is None else row["used"]
+        status = "running" if row["running"] else "stopped"
+        click.echo(f"{row['key']:<16} {row['profile'] or '?':<15} {f'{used}/{cap}':<9} {status}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def profiles(as_json: bool) -> None:
+    """List profiles and presets with what their getInfo says."""
+    from authenticator import Authenticator
+    from authenticator.profiles import DEFAULT_PROFILE, PROFILES
+    from tools import admin
+
+    rows = []
+    for name in PROFILES:
+        with Authenticator(name) as auth:
+            data = admin.info(auth)
+        rows.append(
+            {
+                "name": name,
+                "default": name == DEFAULT_PROFILE,
+                "description": data["description"],
+                "ctap": data["ctap"],
+                "aaguid": data["aaguid"],
+                "versions": data["versions"],
+                "capacity": data["resident_credentials"]["capacity"],
+                "credential_management": data["credential_management"],
+                "pin_uv_auth_protocols": data["pin_uv_auth_protocols"],
+                "algorithms": data["algorithms"],
+                "options": data["options"],
+                "extensions": data["extensions"],
+            }
+        )
+    if as_json:
+        emit_json({"profiles": rows})
+        return
+    click.echo(f"{'PROFILE':<15} {'CTAP':<8} {'SLOTS':<6} {'CREDMGMT':<9} {'PIN':<5} VERSIONS")
+    for row in rows:
+        cap = "∞" if row["capacity"] is None else str(row["capacity"])
+        pin = ",".join(str(p) for p in row["pin_uv_auth_protocols"]) or "-"
+        star = "*" if row["default"] else ""
+        click.echo(
+            f"{row['name'] + star:<15} {row['ctap']:<8} {cap:<6} "
+            f"{row['credential_management']:<9} {pin:<5} {' '.join(row['versions'])}"
+        )
+    click.echo("* default for new keys; PIN = PIN/UV auth protocols offered")
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def credentials() -> None:
+    """List or delete the resident (discoverable) credentials of a key."""
+
+
+@credentials.command("list")
+@key_options
+@click.option("--rp", metavar="RP_ID", help="Only credentials of this relying party.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def credentials_list(
+    key_name: str | None, state_path: Path | None, rp: str | None, as_json: bool
+) -> None:
+    """List resident credentials, most recent first."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=False) as backend:
+        data = {**_key_header(ref, backend), **backend.call("credentials", rp=rp)}
+    if as_json:
+        emit_json(data)
+        return
+    creds = data["credentials"]
+    cap = "no limit" if data["capacity"] is None else f"of {data['capacity']}"
+    if not creds:
+        click.echo(
+            f"no resident credentials{' for ' + rp if rp else ''} ({data['used']} slots used {cap})"
+        )
+        return
+    click.echo(f"{'ID (prefix)':<18} {'RP':<24} {'USER':<20} {'COUNTER':>7}")
+    for cred in creds:
+        user = cred["user_name"] or "(handle " + cred["user_handle"][:12] + ")"
+        click.echo(
+            f"{cred['credential_id'][:16]:<18} {cred['rp_id'][:24]:<24} {user[:20]:<20} "
+            f"{cred['counter']:>7}"
+        )
+    click.echo(f"{len(creds)} shown; {data['used']} slots used {cap}")
+
+
+@credentials.command("delete")
+@key_options
+@click.argument("prefixes", nargs=-1, metavar="[ID-PREFIX]...")
+@click.option("--rp", metavar="RP_ID", help="Delete every credential of this relying party.")
+@click.option("--all", "delete_all", is_flag=True, help="Delete every resident credential.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def credentials_delete(
+    key_name: str | None,
+    state_path: Path | None,
+    prefixes: tuple[str, ...],
+    rp: str | None,
+    delete_all: bool,
+    yes: bool,
+) -> None:
+    """Delete resident credentials by unique hex ID prefix, by --rp, or --all.
+
+    Non-resident credentials are not stored on a key; only `softkey reset` revokes them.
+    """
+    if sum(bool(x) for x in (prefixes, rp, delete_all)) != 1:
+        raise click.UsageError("give ID prefixes, --rp RP_ID or --all (exactly one of them)")
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True) as backend:
+        listing = backend.call("credentials", rp=rp)
+        if prefixes:
+            what = f"{len(prefixes)} credential(s) ({', '.join(prefixes)})"
+        elif rp:
+            what = f"all {len(listing['credentials'])} credentials of {rp}"
+        else:
+            what = f"all {listing['used']} resident credentials"
+        if not (rp and not listing["credentials"]):
+            _confirm(yes, f"Delete {what} from {ref.label}?")
+        result = backend.call("delete", ids=list(prefixes) or None, rp=rp, all=delete_all)
+    for cred in result["deleted"]:
+        click.echo(
+            f"deleted {cred['credential_id'][:16]} {cred['rp_id']} "
+            f"{cred['user_name'] or cred['user_handle']}"
+        )
+    cap = "" if result["capacity"] is None else f" of {result['capacity']}"
+    click.echo(f"{len(result['deleted'])} deleted; {result['used']} slots used{cap}")
+    if result.get("device_note"):
+        click.echo(f"note: {result['device_note']}", err=True)
+
+
+# -- fill, add-credential -------------------------------------------------------------------------
+
+
+def _progress(total: int | None, label: str) -> Any:
+    """A click progress bar on a terminal; a no-op elsewhere (CI logs stay clean)."""
+    if total is None or not sys.stderr.isatty():
+        return None
+    return click.progressbar(length=total, label=label, file=sys.stderr)
+
+
+def _needs_pin(backend: Backend) -> str | None:
+    status = backend.call("pin_status")
+    if not status["set"]:
+        return None
+    return _secret(PIN_ENV, "PIN")
+
+
+@cli.command()
+@key_options
+@click.option(
+    "--profile", metavar="PROFILE", help="Profile for a new key (see `softkey profiles`)."
+)
+@click.option(
+    "--rp",
+    default="fill.softkey.test",
+    show_default=True,
+    metavar="RP_ID",
+    help="Relying party the credentials are made for.",
+)
+@click.option("--count", "-n", type=click.IntRange(min=1), help="How many credentials to make.")
+@click.option("--until-full", is_flag=True, help="Make credentials until every slot is used.")
+@click.option(
+    "--user-prefix",
+    default="user",
+    show_default=True,
+    help="User names are PREFIX-0001, PREFIX-0002, ...",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def fill(
+    key_name: str | None,
+    state_path: Path | None,
+    profile: str | None,
+    rp: str,
+    count: int | None,
+    until_full: bool,
+    user_prefix: str,
+    as_json: bool,
+) -> None:
+    """Make resident credentials through the key's own makeCredential (same slot rule).
+
+    Ends with exit status 1 when the key runs out of slots before --count is reached.
+    """
+    if (count is None) == (not until_full):
+        raise click.UsageError("give either --count N or --until-full")
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True, create=True, profile=profile) as backend:
+        pin = _needs_pin(backend)
+        before = backend.call("credentials", rp=rp)
+        if until_full and before["capacity"] is None:
+            profile_name = backend.call("info")["profile"]
+            raise CliUsageError(
+                f"the {profile_name} profile has no slot limit, so it is never full; "
+                "use --count N instead of --until-full"
+            )
+        total = count if count is not None else before["free"]
+        bar = _progress(total, f"filling {ref.label}")
+        created: list[str] = []
+        last: dict[str, Any] = {}
+        try:
+            if bar is not None:
+                bar.__enter__()
+            while count is None or len(created) < count:
+                chunk = FILL_CHUNK if count is None else min(FILL_CHUNK, count - len(created))
+                last = backend.call(
+                    "fill",
+                    count=chunk,
+                    rp=rp,
+                    user_prefix=user_prefix,
+                    pin=pin,
+                    start=last.get("next_number"),
+                )
+                created += last["users"]
+                if bar is not None:
+                    bar.update(last["created"])
+                if last["stopped"] is not None:
+                    break
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+    stopped = last.get("stopped")
+    full_status = stopped is not None and stopped["status"] == "CTAP2_ERR_KEY_STORE_FULL"
+    result = {
+        **_key_header(ref, backend),
+        "rp_id": rp,
+        "created": len(created),
+        "users": created,
+        "used": last.get("used"),
+        "capacity": last.get("capacity"),
+        "free": last.get("free"),
+        "full": bool(last.get("full")),
+        "stopped": stopped,
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        cap = "no limit" if result["capacity"] is None else f"{result['used']}/{result['capacity']}"
+        click.echo(f"created {len(created)} resident credentials for {rp}; slots {cap}")
+    if stopped is None or (full_status and until_full):
+        return
+    if full_status:
+        from tools.admin import slots_full_message
+
+        raise CliError(slots_full_message(result["used"], result["capacity"]))
+    reason = f" ({stopped['reason']})" if stopped["reason"] else ""
+    raise CliError(f"the key refused makeCredential: {stopped['status']}{reason}")
+
+
+@cli.command("add-credential")
+@key_options
+@click.option("--profile", metavar="PROFILE", help="Profile for a new key.")
+@click.option("--rp", required=True, metavar="RP_ID", help="Relying party ID.")
+@click.option(
+    "--private-key",
+    "private_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PKCS#8 PEM file of a P-256, P-384 or Ed25519 private key.",
+)
+@click.option(
+    "--credential-id",
+    metavar="HEX",
+    help="Only an ID this key made before for the same RP and key (re-seeding).",
+)
+@click.option("--user-handle", metavar="HEX", help="user.id for a resident credential.")
+@click.option("--user-name", help="user.name for a resident credential.")
+@click.option("--display-name", help="user.displayName for a resident credential.")
+@click.option(
+    "--resident/--non-resident",
+    default=False,
+    show_default=True,
+    help="Store it in a slot (discoverable) or only in the credential ID.",
+)
+@click.option(
+    "--counter",
+    type=click.IntRange(0, 0xFFFFFFFF),
+    default=0,
+    show_default=True,
+    help="Signature counter; the next assertion reports COUNTER+1.",
+)
+@click.option(
+    "--cred-protect",
+    type=click.IntRange(1, 3),
+    default=1,
+    show_default=True,
+    help="credProtect level (1 optional, 2 optional with ID list, 3 UV required).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def add_credential(
+    key_name: str | None,
+    state_path: Path | None,
+    profile: str | None,
+    rp: str,
+    private_key: Path,
+    credential_id: str | None,
+    user_handle: str | None,
+    user_name: str | None,
+    display_name: str | None,
+    resident: bool,
+    counter: int,
+    cred_protect: int,
+    as_json: bool,
+) -> None:
+    """Seed a credential with a given private key, for relying-party test fixtures.
+
+    Prints the credential ID to register with the RP (the key wraps the private key into
+    it, so softkey chooses the ID).
+    """
+    pem = private_key.read_text("utf-8", errors="replace")
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True, create=True, profile=profile) as backend:
+        result = backend.call(
+            "add_credential",
+            rp=rp,
+            private_key_pem=pem,
+            credential_id=credential_id,
+            user_handle=user_handle,
+            user_name=user_name,
+            user_display_name=display_name,
+            resident=resident,
+            counter=counter,
+            cred_protect=cred_protect,
+        )
+    if as_json:
+        emit_json({**_key_header(ref, backend), **result})
+        return
+    kind = "resident" if resident else "non-resident"
+    click.echo(f"added a {kind} credential for {rp}")
+    click.echo(f"credential ID: {result['credential_id']}")
+
+
+# -- reset, PIN -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@key_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def reset(key_name: str | None, state_path: Path | None, yes: bool) -> None:
+    """Factory-reset a key: new master key, no resident credentials, no PIN."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True) as backend:
+        used = backend.call("credentials")["used"]
+        _confirm(
+            yes,
+            f"Reset {ref.label}? Its {used} resident credentials and any PIN are deleted and every "
+            "credential it ever made stops working.",
+        )
+        result = backend.call("reset")
+    click.echo(
+        f"reset {ref.label}: {result['deleted_resident']} resident credentials deleted, "
+        "new master key (old credential IDs no longer work)"
+    )
+    click.echo(
+        "note: an operator reset skips the device's rule that reset needs a touch within "
+        "10 s of plugging in",
+        err=True,
+    )
+
+
+@cli.group()
+def pin() -> None:
+    """Set, change or inspect the PIN (read from a prompt or SOFTKEY_PIN/SOFTKEY_NEW_PIN)."""
+
+
+@pin.command("status")
+@key_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pin_status(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+    """Is a PIN set, and how many retries are left?"""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=False) as backend:
+        data = {**_key_header(ref, backend), **backend.call("pin_status")}
+    if as_json:
+        emit_json(data)
+    elif data["set"]:
+        retries = "" if data["retries"] is None else f", {data['retries']} retries left"
+        click.echo(f"PIN set{retries}")
+    else:
+        click.echo(f"no PIN set (minimum length {data['min_length']})")
+
+
+@pin.command("set")
+@key_options
+def pin_set(key_name: str | None, state_path: Path | None) -> None:
+    """Set the first PIN of a key."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True) as backend:
+        if backend.call("pin_status")["set"]:
+            raise CliError("a PIN is already set; use `softkey pin change`")
+        new = _secret(NEW_PIN_ENV, "New PIN", confirm=True)
+        backend.call("pin_set", pin=new)
+    click.echo(f"PIN set on {ref.label}")
+
+
+@pin.command("change")
+@key_options
+def pin_change(key_name: str | None, state_path: Path | None) -> None:
+    """Change the PIN (the current one is needed)."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=True) as backend:
+        if not backend.call("pin_status")["set"]:
+            raise CliError("no PIN is set; use `softkey pin set`")
+        old = _secret(PIN_ENV, "Current PIN")
+        new = _secret(NEW_PIN_ENV, "New PIN", confirm=True)
+        backend.call("pin_change", old=old, new=new)
+    click.echo(f"PIN changed on {ref.label}")
+
+
+# -- export / import ------------------------------------------------------------------------------
+
+
+@cli.command("export")
+@key_options
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--passphrase",
+    "encrypt",
+    is_flag=True,
+    help=f"Encrypt with a passphrase (prompted, or ${PASSPHRASE_ENV}).",
+)
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def export_cmd(
+    key_name: str | None,
+    state_path: Path | None,
+    file: Path,
+    encrypt: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the whole key state (master key included) to FILE, mode 0600."""
+    from tools.state_export import ExportError, export_state
+
+    ref = resolve_key(key_name, state_path)
+    if not ref.exists():
+        raise CliError(f"there is no {ref.label} to export ({ref.state} does not exist)")
+    passphrase = _secret(PASSPHRASE_ENV, "Passphrase", confirm=True) if encrypt else None
+    try:
+        # A running key's file is read in one snapshot; WAL makes that safe while it writes.
+        result = export_state(ref.state, file, passphrase=passphrase, force=force)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        emit_json({"key": ref.name, "state": str(ref.state), **result})
+        return
+    click.echo(
+        f"exported {ref.label} ({result['profile']}, {result['resident_credentials']} resident "
+        f"credentials) to {file}" + (" encrypted" if encrypt else "")
+    )
+    if not encrypt:
+        click.echo(
+            "note: the file holds the master key in the clear: whoever reads it can use every "
+            "credential of this key; keep it secret or use --passphrase",
+            err=True,
+        )
+
+
+@cli.command("import")
+@key_options
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--passphrase",
+    "ask",
+    is_flag=True,
+    help=f"Ask for the passphrase even if FILE looks unencrypted (${PASSPHRASE_ENV}).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing key (its credentials are lost).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def import_cmd(
+    key_name: str | None,
+    state_path: Path | None,
+    file: Path,
+    ask: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Create a key from an export FILE (refuses to overwrite an existing key without --force)."""
+    from tools.state_export import ExportError, import_state, is_encrypted, read_export
+
+    ref = resolve_key(key_name, state_path)
+    running, _ = running_admin(ref)
+    if running:
+        raise CliError(f"{ref.label} is running; stop it, then import")
+    try:
+        encrypted = is_encrypted(read_export(file))
+        passphrase = _secret(PASSPHRASE_ENV, "Passphrase") if encrypted or ask else None
+        result = import_state(file, ref.state, passphrase=passphrase, force=force)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        emit_json({"key": ref.name, **result})
+        return
+    click.echo(
+        f"imported {file} into {ref.label} ({result['profile']}, "
+        f"{result['resident_credentials']} resident credentials)"
+    )
+
+
+@cli.group()
+def attestation() -> None:
+    """The key's attestation root CA, for relying parties that verify attestation."""
+
+
+@attestation.command("export-ca")
+@key_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the PEM to FILE instead of printing it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def attestation_export_ca(
+    key_name: str | None, state_path: Path | None, output: Path | None, as_json: bool
+) -> None:
+    """Export the root CA (PEM) this key's attestation certificates chain to.
+
+    Give it to an RP (python-fido2 AttestationVerifier, py_webauthn pem_root_certs_bytes_by_fmt)
+    as its trust anchor. It survives `softkey reset`; a new state file gets a new one."""
+    ref = resolve_key(key_name, state_path)
+    with open_key(ref, write=False) as backend:
+        data = backend.call("attestation_ca")
+    if output is not None:
+        output.write_text(data["pem"])
+    if as_json:
+        emit_json({"key": ref.name, **data, **({"output": str(output)} if output else {})})
+    elif output is not None:
+        click.echo(
+            f"wrote the attestation root CA of {ref.label} to {output} (SHA-256 {data['sha256']})"
+        )
+    else:
+        click.echo(data["pem"], nl=False)
+
+
+# -- registration of the commands other modules own ------------------------------------------------
+# (`softkey run` and the control verbs: status, touch, deny, replug live in tools/run.py)
+from tools.run import COMMANDS as _RUN_COMMANDS  # noqa: E402
+
+for _command in _RUN_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -3,17 +3,26 @@
 ``Ctap2(VirtualCtapDevice(Authenticator()))`` and ``Fido2Client`` drive the device unchanged.
 CTAPHID_CBOR maps to ``handle_cbor``, CTAPHID_MSG to ``handle_u2f``; ``event`` cancels a
 pending presence wait and ``on_keepalive`` hears UPNEEDED, as over USB.
+
+``InProcessHid`` goes one layer lower: real CTAPHID reports through transports/ctaphid.py and
+the threaded driver UHID and UDP use, for python-fido2's ``CtapHidDevice``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import queue
+from collections.abc import Callable, Hashable, Iterator
 from threading import Event
 
 from fido2.ctap import STATUS, CtapDevice, CtapError
-from fido2.hid import CAPABILITY, CTAPHID
+from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
 
 from authenticator import Authenticator
+from authenticator.environment import Clock
+
+from .ctaphid import REPORT_SIZE, CtapHidEngine
+from .server import HidServer
 
 
 class _Interaction:
@@ -65,3 +74,70 @@ class VirtualCtapDevice(CtapDevice):
     @classmethod
     def list_devices(cls) -> Iterator[VirtualCtapDevice]:
         return iter(())
+
+
+# -- CTAPHID in-process: the same framing and driver as UHID/UDP, no sockets ---------------
+
+
+class InProcessHid:
+    """A virtual USB port: one CTAPHID endpoint (transports/ctaphid.py + the threaded
+    driver) that any number of in-process host connections talk to, each getting the
+    answers for its own channels.
+
+    ``CtapHidDevice`` over ``open_device()`` exercises the whole HID path in a test: INIT,
+    fragmentation, KEEPALIVE, CANCEL, CHANNEL_BUSY.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        clock: Clock | None = None,
+        engine: CtapHidEngine | None = None,
+    ) -> None:
+        self.server = HidServer(authenticator, self._deliver, clock=clock, engine=engine)
+        self.server.start()
+
+    @staticmethod
+    def _deliver(report: bytes, peer: Hashable | None) -> None:
+        if isinstance(peer, InProcessHidConnection):
+            peer.inbox.put(report)
+
+    def connect(self, timeout: float = 10.0) -> InProcessHidConnection:
+        return InProcessHidConnection(self, timeout)
+
+    def open_device(self, timeout: float = 10.0) -> CtapHidDevice:
+        descriptor = HidDescriptor(
+            "inprocess", 0x1209, 0x5A5A, REPORT_SIZE, REPORT_SIZE, "softkey (in-process)", None
+        )
+        return CtapHidDevice(descriptor, self.connect(timeout))
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> InProcessHid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessHidConnection(CtapHidConnection):
+    """python-fido2's ``CtapHidConnection`` to an ``InProcessHid`` port."""
+
+    def __init__(self, port: InProcessHid, timeout: float = 10.0) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.inbox: queue.Queue[bytes] = queue.Queue()
+
+    def write_packet(self, data: bytes) -> None:
+        self.port.server.feed(bytes(data), self)
+
+    def read_packet(self) -> bytes:
+        try:
+            return self.inbox.get(timeout=self.timeout)
+        except queue.Empty:
+            raise OSError(f"no report from the device within {self.timeout:g} s") from None
+
+    def close(self) -> None:
+        return None

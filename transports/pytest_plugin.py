@@ -1,1 +1,349 @@
-"""pytest plugin: fixtures for relying-party test suites (filled in by the CLI/plugin work)."""
+"""pytest plugin: a virtual security key for relying-party test suites.
+
+Installed with softkey (entry point ``pytest11``), so any project that has softkey installed
+gets two fixtures:
+
+``softkey``
+    A ``SoftKey``: an in-memory ``Authenticator`` reached through python-fido2's
+    ``Fido2Client`` (the same client code a desktop app would use), bound to an origin.
+    ``softkey.client.make_credential(options.public_key)`` and
+    ``softkey.client.get_assertion(options.public_key)`` take what ``Fido2Server`` produces.
+
+``softkey_factory``
+    ``softkey_factory(profile=..., origin=..., ...)`` makes as many keys as a test needs
+    (a user with two security keys); all are closed at teardown.
+
+Configuration, most specific first:
+
+1. indirect parametrization: ``@pytest.mark.parametrize("softkey", ["ctap2.0", "yubikey-5"],
+   indirect=True)`` (a profile name or a dict of ``softkey_factory`` arguments);
+2. the marker ``@pytest.mark.softkey(profile="yubikey-5", origin="https://rp.test",
+   presence="deny", pin="1234")``;
+3. command-line options ``--softkey-origin`` / ``--softkey-profile``;
+4. ini options ``softkey_origin`` / ``softkey_profile``;
+5. defaults: origin ``https://example.com``, profile ``ctap2.1``.
+
+Presence (the person touching the key) is controlled per key: ``softkey.approve()``,
+``softkey.deny()``, ``softkey.timeout()`` set what every following request gets;
+``softkey.next_verdicts("deny", "approve")`` scripts the next ones; ``softkey.presence_requests``
+records what was asked. Time is a ``FakeClock`` (``softkey.clock.advance(11)``), never sleeps.
+``pin=`` sets a PIN the client then supplies (``softkey.pin``); ``template=PATH`` starts each
+test from a copy of a known state file. docs/ci.md has a complete example.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from fido2.client import Fido2Client
+    from fido2.ctap2 import Ctap2
+
+    from authenticator import Authenticator, FakeClock, PresenceRequest, ScriptedPresence
+    from transports.inprocess import VirtualCtapDevice
+
+DEFAULT_ORIGIN = "https://example.com"
+DEFAULT_PROFILE = "ctap2.1"
+_VERDICT_NAMES = ("approve", "deny", "timeout", "cancel")
+
+_FACTORY_ARGS = ("profile", "origin", "presence", "pin", "state", "template")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("softkey", "softkey virtual security key")
+    group.addoption(
+        "--softkey-origin",
+        dest="softkey_origin",
+        default=None,
+        help=f"origin the softkey fixture's client runs in (default {DEFAULT_ORIGIN})",
+    )
+    group.addoption(
+        "--softkey-profile",
+        dest="softkey_profile",
+        default=None,
+        help=f"profile/preset of the softkey fixture (default {DEFAULT_PROFILE}); "
+        "see `softkey profiles`",
+    )
+    parser.addini("softkey_origin", "origin of the softkey fixture's client", default=None)
+    parser.addini("softkey_profile", "profile of the softkey fixture", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "softkey(profile=None, origin=None, presence='approve', pin=None, state=None, "
+        "template=None): configure the softkey fixture",
+    )
+
+
+def _verdict(name: str) -> Any:
+    from authenticator import Verdict
+
+    mapping = {
+        "approve": Verdict.APPROVED,
+        "deny": Verdict.DENIED,
+        "timeout": Verdict.TIMEOUT,
+        "cancel": Verdict.CANCELLED,
+    }
+    try:
+        return mapping[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown presence {name!r}; use one of {', '.join(_VERDICT_NAMES)}"
+        ) from None
+
+
+class _Interaction:
+    """python-fido2 ``UserInteraction``: supplies the PIN the key was given, if any."""
+
+    def __init__(self, key: SoftKey) -> None:
+        self._key = key
+
+    def prompt_up(self) -> None:
+        return None
+
+    def request_pin(self, permissions: Any, rp_id: str | None) -> str | None:
+        return self._key.pin
+
+    def request_uv(self, permissions: Any, rp_id: str | None) -> bool:
+        return True
+
+
+class SoftKey:
+    """One virtual key as a relying-party test sees it."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        presence: ScriptedPresence,
+        clock: FakeClock,
+        origin: str,
+        pin: str | None = None,
+    ) -> None:
+        from fido2.client import DefaultClientDataCollector, Fido2Client
+
+        from transports.inprocess import VirtualCtapDevice
+
+        self.authenticator = authenticator
+        self.clock = clock
+        self.origin = origin
+        self.pin = pin
+        self._presence = presence
+        self.device: VirtualCtapDevice = VirtualCtapDevice(authenticator)
+        self._interaction = _Interaction(self)
+        self.client: Fido2Client = Fido2Client(
+            self.device,
+            client_data_collector=DefaultClientDataCollector(origin),
+            user_interaction=self._interaction,  # type: ignore[arg-type]
+        )
+
+    # -- what a test drives ------------------------------------------------------------------
+
+    def client_for(self, origin: str) -> Fido2Client:
+        """Another client on this same key, running in a different origin."""
+        from fido2.client import DefaultClientDataCollector, Fido2Client
+
+        return Fido2Client(
+            self.device,
+            client_data_collector=DefaultClientDataCollector(origin),
+            user_interaction=self._interaction,  # type: ignore[arg-type]
+        )
+
+    @property
+    def ctap2(self) -> Ctap2:
+        """Raw CTAP2 access (python-fido2 ``Ctap2``) for authenticator-level assertions."""
+        from fido2.ctap2 import Ctap2
+
+        return Ctap2(self.device)
+
+    @property
+    def profile(self) -> str:
+        return self.authenticator.profile.name
+
+    @property
+    def rp_id(self) -> str:
+        """The origin's host: the RP ID a page at this origin would normally use."""
+        from urllib.parse import urlparse
+
+        return urlparse(self.origin).hostname or ""
+
+    # -- presence -------------------------------------------------------------------------------
+
+    def approve(self) -> None:
+        """Every following presence request is approved (the default)."""
+        self._set_default("approve")
+
+    def deny(self) -> None:
+        """Every following presence request is declined (OPERATION_DENIED)."""
+        self._set_default("deny")
+
+    def timeout(self) -> None:
+        """Nobody touches the key (USER_ACTION_TIMEOUT)."""
+        self._set_default("timeout")
+
+    def next_verdicts(self, *verdicts: str) -> None:
+        """Script the next presence answers (then the default applies again)."""
+        self._presence.verdicts.extend(_verdict(v) for v in verdicts)
+
+    @contextmanager
+    def denying(self) -> Iterator[None]:
+        """``with softkey.denying(): ...`` declines presence inside the block only."""
+        saved = self._presence.default
+        self.deny()
+        try:
+            yield
+        finally:
+            self._presence.default = saved
+
+    @property
+    def presence_requests(self) -> list[PresenceRequest]:
+        """Every presence request the key made, in order (purpose, rp_id, user_name)."""
+        return self._presence.requests
+
+    def _set_default(self, name: str) -> None:
+        self._presence.default = _verdict(name)
+
+    # -- the key itself ------------------------------------------------------------------------
+
+    def credentials(self, rp_id: str | None = None) -> list[Any]:
+        """Resident credentials on the key (``ResidentCredential`` records)."""
+        return self.authenticator.credentials(rp_id)
+
+    def set_pin(self, pin: str) -> None:
+        """Set a PIN through ClientPIN (as a platform would); the client then uses it."""
+        from fido2.ctap2 import ClientPin
+
+        ClientPin(self.ctap2).set_pin(pin)
+        self.pin = pin
+
+    def power_cycle(self) -> None:
+        """Unplug and replug (volatile state goes; the reset window reopens)."""
+        self.authenticator.power_cycle()
+
+    def reset(self) -> None:
+        """Factory reset as the operator: every credential made so far stops working."""
+        self.authenticator.factory_reset()
+
+    def close(self) -> None:
+        self.authenticator.close()
+
+    def __repr__(self) -> str:
+        return f"<SoftKey profile={self.profile} origin={self.origin}>"
+
+
+def make_softkey(
+    profile: str | None = None,
+    origin: str | None = None,
+    presence: str = "approve",
+    pin: str | None = None,
+    state: str | os.PathLike[str] | None = None,
+    template: str | os.PathLike[str] | None = None,
+    *,
+    workdir: Path | None = None,
+) -> SoftKey:
+    """Build a ``SoftKey`` (what the fixtures call).
+
+    ``state``: a state file used in place (None: in memory). ``template``: a state file
+    (e.g. made by `softkey import`) copied into ``workdir`` for this key alone, so every test
+    starts from the same known key and none can change it for the next.
+    """
+    from authenticator import Authenticator, FakeClock, ScriptedPresence
+
+    clock = FakeClock()
+    scripted = ScriptedPresence(default=_verdict(presence))
+    if template is not None:
+        if state is not None:
+            raise TypeError("give state or template, not both")
+        if workdir is None:
+            raise TypeError("template needs a workdir to copy into")
+        state = workdir / "softkey.sqlite3"
+        copy_state(Path(template), state)
+    auth = Authenticator(profile, state, presence=scripted, clock=clock)
+    key = SoftKey(auth, scripted, clock, origin or DEFAULT_ORIGIN, pin=None)
+    if pin is not None:
+        key.set_pin(pin)
+    return key
+
+
+def copy_state(source: Path, target: Path) -> None:
+    """A consistent copy of a state file (SQLite backup API: safe even if a key runs on it)."""
+    import sqlite3
+    import urllib.parse
+
+    if not source.is_file():
+        raise FileNotFoundError(f"softkey template {source} does not exist")
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    src = sqlite3.connect(
+        "file:" + urllib.parse.quote(str(source.absolute())) + "?mode=ro", uri=True
+    )
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _config_value(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(name, default=None)
+    if value:
+        return str(value)
+    ini = config.getini(name)
+    return str(ini) if ini else None
+
+
+@pytest.fixture
+def softkey_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., SoftKey]]:
+    """Make keys: ``softkey_factory(profile="yubikey-5", origin=..., presence="deny")``."""
+    config = request.config
+    default_origin = _config_value(config, "softkey_origin")
+    default_profile = _config_value(config, "softkey_profile")
+    made: list[SoftKey] = []
+
+    def factory(**kwargs: Any) -> SoftKey:
+        unknown = set(kwargs) - set(_FACTORY_ARGS)
+        if unknown:
+            raise TypeError(
+                f"softkey_factory() got unknown arguments {sorted(unknown)}; "
+                f"use {', '.join(_FACTORY_ARGS)}"
+            )
+        kwargs.setdefault("origin", default_origin)
+        if kwargs.get("profile") is None:
+            # A state file or template already knows its profile.
+            stored = kwargs.get("state") is not None or kwargs.get("template") is not None
+            kwargs["profile"] = None if stored else (default_profile or DEFAULT_PROFILE)
+        key = make_softkey(**kwargs, workdir=tmp_path_factory.mktemp("softkey"))
+        made.append(key)
+        return key
+
+    yield factory
+    for key in made:
+        key.close()
+
+
+@pytest.fixture
+def softkey(request: pytest.FixtureRequest, softkey_factory: Callable[..., SoftKey]) -> SoftKey:
+    """A virtual security key + python-fido2 client (see the module docstring)."""
+    settings: dict[str, Any] = {}
+    marker = request.node.get_closest_marker("softkey")
+    if marker is not None:
+        if marker.args:
+            settings["profile"] = marker.args[0]
+        settings.update(marker.kwargs)
+    param = getattr(request, "param", None)
+    if isinstance(param, str):
+        settings["profile"] = param
+    elif isinstance(param, dict):
+        settings.update(param)
+    elif param is not None:
+        raise TypeError("parametrize softkey with a profile name or a dict of settings")
+    return softkey_factory(**settings)

@@ -219,7 +219,9 @@ def test_exclude_list_hit_is_credential_excluded(ctap: Ctap2) -> None:
     make(ctap, user=b"u3", exclude_list=allow(foreign))
 
 
-def test_algorithm_negotiation_respects_platform_order(ctap: Ctap2) -> None:
+def test_algorithm_negotiation_respects_platform_order() -> None:
+    # Self attestation, so the statement's alg is the negotiated one too.
+    _, ctap = new_ctap(attestation="self")
     params = [
         {"type": "public-key", "alg": -257},
         {"type": "public-key", "alg": -8},
@@ -239,7 +241,8 @@ def test_unsupported_algorithms_only(ctap: Ctap2) -> None:
     assert exc.value.code == ERR.UNSUPPORTED_ALGORITHM
 
 
-def test_packed_self_attestation_signature(ctap: Ctap2) -> None:
+def test_packed_self_attestation_signature() -> None:
+    _, ctap = new_ctap(attestation="self")  # the default is batch (test_attestation.py)
     cdh = os.urandom(32)
     att = ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"x"}, ES256)
     assert att.fmt == "packed"

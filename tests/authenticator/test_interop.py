@@ -113,12 +113,15 @@ def test_eddsa_credential_verifies() -> None:
         a for a in server.allowed_algorithms if a.alg == -8
     ]  # ask for Ed25519 only
     options, state = server.register_begin(
-        PublicKeyCredentialUserEntity(id=b"user-3", name="carol", display_name="Carol")
+        PublicKeyCredentialUserEntity(id=b"user-3", name="carol", display_name="Carol"),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
     )
     registration = client.make_credential(options.public_key)
     auth_data = server.register_complete(state, registration)
     assert auth_data.credential_data is not None
     assert auth_data.credential_data.public_key[3] == -8
-    request, state = server.authenticate_begin([auth_data.credential_data])
+    request, state = server.authenticate_begin(
+        [auth_data.credential_data], user_verification=UserVerificationRequirement.DISCOURAGED
+    )
     response = client.get_assertion(request.public_key).get_response(0)
     server.authenticate_complete(state, [auth_data.credential_data], response)

@@ -1,0 +1,307 @@
+"""authenticatorCredentialManagement: 0x0A (CTAP 2.1 §6.8) and the 0x41 preview.
+
+Which command a profile answers is data (``Profile.credman``):
+
+- ``none`` (CTAP 2.0): neither command exists (INVALID_COMMAND). A resident credential can
+  only be removed by authenticatorReset, which also kills every non-resident credential —
+  the user pain of seed 003.
+- ``preview`` (CTAP 2.1-pre, e.g. YubiKey 5 before 5.5): 0x41 with getCredsMetadata,
+  enumerateRPs*, enumerateCredentials*, deleteCredential; option credentialMgmtPreview.
+- ``full`` (CTAP 2.1): 0x0A adds updateUserInformation and permission-scoped tokens (cm);
+  0x41 still answers with the preview subset and credentialMgmtPreview is still advertised,
+  as shipping 2.1 keys do, for platforms that only know the preview.
+
+Every subcommand except the two getNext* ones needs a pinUvAuthParam over
+``subCommand || CBOR(subCommandParams)`` from a token with the cm permission (any token on
+the preview: 2.1-pre tokens have no permissions). Enumeration cursors live in
+``auth.pending`` and any other command — including any other credential-management
+subcommand — ends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, unique
+from typing import TYPE_CHECKING, Any
+
+from . import cbor, cose
+from .ctap import Cmd, CtapError, Status
+from .environment import Interaction
+from .params import get, opt
+from .pin import Permission, TokenState
+from .profiles import Profile
+from .store import ResidentCredential
+
+if TYPE_CHECKING:
+    from .device import Authenticator, Handler
+
+# getCredsMetadata must give a number even when only storage limits the slot table
+# (the unlimited-rk profile): report the largest two-byte value.
+UNLIMITED_REMAINING = 0xFFFF
+
+
+@unique
+class CredMgmtCmd(IntEnum):
+    GET_CREDS_METADATA = 0x01
+    ENUMERATE_RPS_BEGIN = 0x02
+    ENUMERATE_RPS_GET_NEXT_RP = 0x03
+    ENUMERATE_CREDENTIALS_BEGIN = 0x04
+    ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL = 0x05
+    DELETE_CREDENTIAL = 0x06
+    UPDATE_USER_INFORMATION = 0x07
+
+
+@unique
+class CredMgmtKey(IntEnum):
+    SUB_COMMAND = 0x01
+    SUB_COMMAND_PARAMS = 0x02
+    PIN_UV_AUTH_PROTOCOL = 0x03
+    PIN_UV_AUTH_PARAM = 0x04
+
+
+@unique
+class CredMgmtParamKey(IntEnum):
+    RP_ID_HASH = 0x01
+    CREDENTIAL_ID = 0x02
+    USER = 0x03
+
+
+@unique
+class CredMgmtResponseKey(IntEnum):
+    EXISTING_RESIDENT_CREDENTIALS_COUNT = 0x01
+    MAX_POSSIBLE_REMAINING_RESIDENT_CREDENTIALS_COUNT = 0x02
+    RP = 0x03
+    RP_ID_HASH = 0x04
+    TOTAL_RPS = 0x05
+    USER = 0x06
+    CREDENTIAL_ID = 0x07
+    PUBLIC_KEY = 0x08
+    TOTAL_CREDENTIALS = 0x09
+    CRED_PROTECT = 0x0A
+    LARGE_BLOB_KEY = 0x0B
+
+
+C = CredMgmtCmd
+R = CredMgmtResponseKey
+PREVIEW_SUBCOMMANDS = frozenset(
+    {
+        C.GET_CREDS_METADATA,
+        C.ENUMERATE_RPS_BEGIN,
+        C.ENUMERATE_RPS_GET_NEXT_RP,
+        C.ENUMERATE_CREDENTIALS_BEGIN,
+        C.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL,
+        C.DELETE_CREDENTIAL,
+    }
+)
+FULL_SUBCOMMANDS = PREVIEW_SUBCOMMANDS | {C.UPDATE_USER_INFORMATION}
+
+
+@dataclass
+class RpCursor:
+    """enumerateRPsBegin snapshot: the RPs still to hand out (id, name, hash)."""
+
+    remaining: list[tuple[str, str | None, bytes]]
+
+
+@dataclass
+class CredentialCursor:
+    """enumerateCredentialsBegin snapshot: IDs of the RP's credentials still to hand out."""
+
+    remaining: list[bytes]
+
+
+# -- registration with the device ------------------------------------------------------------
+
+
+def handlers(profile: Profile) -> dict[int, Handler]:
+    if profile.credman == "none":
+        return {}
+    table: dict[int, Handler] = {Cmd.CREDENTIAL_MANAGEMENT_PRE: credential_management_preview}
+    if profile.credman == "full":
+        table[Cmd.CREDENTIAL_MANAGEMENT] = credential_management
+    return table
+
+
+def info_options(auth: Authenticator) -> dict[str, bool]:
+    kind = auth.profile.credman
+    if kind == "none":
+        return {}
+    options = {"credentialMgmtPreview": True}
+    if kind == "full":
+        options["credMgmt"] = True
+    return options
+
+
+def credential_management(
+    auth: Authenticator, params: dict, interaction: Interaction
+) -> dict | None:
+    """authenticatorCredentialManagement (0x0A)."""
+    return _handle(auth, params, FULL_SUBCOMMANDS)
+
+
+def credential_management_preview(
+    auth: Authenticator, params: dict, interaction: Interaction
+) -> dict | None:
+    """The FIDO_2_1_PRE prototype command (0x41): the same, without updateUserInformation."""
+    return _handle(auth, params, PREVIEW_SUBCOMMANDS)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def _handle(auth: Authenticator, params: dict, allowed: frozenset[int]) -> dict | None:
+    K = CredMgmtKey
+    # Take the cursor, then end every multi-call state: only the matching getNext* may
+    # continue it, and it puts it back itself.
+    cursor, auth.pending = auth.pending, None
+    sub = get(params, K.SUB_COMMAND, int)
+    sub_params = opt(params, K.SUB_COMMAND_PARAMS, dict)
+    protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
+    auth_param = opt(params, K.PIN_UV_AUTH_PARAM, bytes)
+    if sub not in allowed:
+        raise CtapError(
+            Status.INVALID_SUBCOMMAND, f"credential management subcommand 0x{sub:02x} unsupported"
+        )
+    if sub == C.ENUMERATE_RPS_GET_NEXT_RP:
+        return _next_rp(auth, cursor)
+    if sub == C.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
+        return _next_credential(auth, cursor)
+
+    # The bytes the platform MACed: our strict decoder only accepts canonical CBOR, so
+    # re-encoding the decoded map reproduces them exactly.
+    message = bytes([sub]) + (cbor.encode(sub_params) if sub_params is not None else b"")
+    token = auth.pin_uv.authorize(protocol, auth_param, message, Permission.CM)
+    sub_params = sub_params or {}
+
+    if sub == C.GET_CREDS_METADATA:
+        _require_unbound(token)
+        remaining = auth.remaining_discoverable()
+        return {
+            R.EXISTING_RESIDENT_CREDENTIALS_COUNT: auth.store.resident_count(),
+            R.MAX_POSSIBLE_REMAINING_RESIDENT_CREDENTIALS_COUNT: (
+                UNLIMITED_REMAINING if remaining is None else remaining
+            ),
+        }
+    if sub == C.ENUMERATE_RPS_BEGIN:
+        _require_unbound(token)
+        return _begin_rps(auth)
+    if sub == C.ENUMERATE_CREDENTIALS_BEGIN:
+        rp_hash = get(sub_params, CredMgmtParamKey.RP_ID_HASH, bytes)
+        _require_rp(token, rp_hash)
+        return _begin_credentials(auth, rp_hash)
+    if sub == C.DELETE_CREDENTIAL:
+        cred = _find(auth, sub_params)
+        _require_rp(token, cred.rp_id_hash)
+        auth.delete_credential(cred.credential_id)
+        return None
+    # updateUserInformation (§6.8.6)
+    cred = _find(auth, sub_params)
+    user = get(sub_params, CredMgmtParamKey.USER, dict)
+    _require_rp(token, cred.rp_id_hash)
+    user_id = get(user, "id", bytes)
+    if user_id != cred.user_id:
+        raise CtapError(Status.INVALID_PARAMETER, "user.id differs from the credential's")
+    # Members left out are removed (the platform sends the whole new entity).
+    auth.store.update_user(
+        cred.credential_id, opt(user, "name", str), opt(user, "displayName", str)
+    )
+    return None
+
+
+def _require_unbound(token: TokenState) -> None:
+    # A token bound to one RP may not look at the whole table (§6.8.2, §6.8.3).
+    if token.rp_id is not None:
+        raise CtapError(Status.PIN_AUTH_INVALID, f"the token is bound to {token.rp_id}")
+
+
+def _require_rp(token: TokenState, rp_hash: bytes) -> None:
+    from .ctap2 import rp_id_hash
+
+    if token.rp_id is not None and rp_id_hash(token.rp_id) != rp_hash:
+        raise CtapError(Status.PIN_AUTH_INVALID, f"the token is bound to {token.rp_id}")
+
+
+def _find(auth: Authenticator, sub_params: dict) -> ResidentCredential:
+    descriptor = get(sub_params, CredMgmtParamKey.CREDENTIAL_ID, dict)
+    credential_id = get(descriptor, "id", bytes)
+    cred = auth.store.get_resident(credential_id)
+    if cred is None:
+        raise CtapError(Status.NO_CREDENTIALS, "no discoverable credential with that ID")
+    return cred
+
+
+def _rp_entity(rp_id: str, rp_name: str | None) -> dict[str, Any]:
+    entity: dict[str, Any] = {"id": rp_id}
+    if rp_name is not None:
+        entity["name"] = rp_name
+    return entity
+
+
+def _begin_rps(auth: Authenticator) -> dict:
+    seen: dict[bytes, tuple[str, str | None, bytes]] = {}
+    for cred in auth.store.list_resident():
+        seen.setdefault(cred.rp_id_hash, (cred.rp_id, cred.rp_name, cred.rp_id_hash))
+    if not seen:
+        raise CtapError(Status.NO_CREDENTIALS, "no discoverable credentials on this key")
+    rps = list(seen.values())
+    first, rest = rps[0], rps[1:]
+    if rest:
+        auth.pending = RpCursor(rest)
+    return {
+        R.RP: _rp_entity(first[0], first[1]),
+        R.RP_ID_HASH: first[2],
+        R.TOTAL_RPS: len(rps),
+    }
+
+
+def _next_rp(auth: Authenticator, cursor: object) -> dict:
+    if not isinstance(cursor, RpCursor) or not cursor.remaining:
+        raise CtapError(Status.NOT_ALLOWED, "no enumerateRPsBegin in progress")
+    rp_id, rp_name, rp_hash = cursor.remaining.pop(0)
+    if cursor.remaining:
+        auth.pending = cursor
+    return {R.RP: _rp_entity(rp_id, rp_name), R.RP_ID_HASH: rp_hash}
+
+
+def _credential_entry(auth: Authenticator, cred: ResidentCredential) -> dict:
+    user: dict[str, Any] = {"id": cred.user_id}
+    if cred.user_name is not None:
+        user["name"] = cred.user_name
+    if cred.user_display_name is not None:
+        user["displayName"] = cred.user_display_name
+    entry: dict[int, Any] = {
+        R.USER: user,
+        R.CREDENTIAL_ID: {"id": cred.credential_id, "type": "public-key"},
+        R.CRED_PROTECT: cred.cred_protect,
+    }
+    # The public key is derived from the wrapped private key inside the ID.
+    secrets = auth.wrapper.unwrap(cred.credential_id, cred.rp_id_hash)
+    if secrets is not None:
+        entry[R.PUBLIC_KEY] = cose.public_cose(secrets.alg, secrets.private_key)
+    if cred.large_blob_key is not None:
+        entry[R.LARGE_BLOB_KEY] = cred.large_blob_key
+    return entry
+
+
+def _begin_credentials(auth: Authenticator, rp_hash: bytes) -> dict:
+    creds = auth.store.list_resident(rp_hash)
+    if not creds:
+        raise CtapError(Status.NO_CREDENTIALS, "no discoverable credentials for that RP")
+    first, rest = creds[0], creds[1:]
+    if rest:
+        auth.pending = CredentialCursor([c.credential_id for c in rest])
+    entry = _credential_entry(auth, first)
+    entry[R.TOTAL_CREDENTIALS] = len(creds)
+    return entry
+
+
+def _next_credential(auth: Authenticator, cursor: object) -> dict:
+    if not isinstance(cursor, CredentialCursor) or not cursor.remaining:
+        raise CtapError(Status.NOT_ALLOWED, "no enumerateCredentialsBegin in progress")
+    credential_id = cursor.remaining.pop(0)
+    if cursor.remaining:
+        auth.pending = cursor
+    cred = auth.store.get_resident(credential_id)
+    if cred is None:  # cannot happen: deleting ends the enumeration
+        raise CtapError(Status.NO_CREDENTIALS, "the credential was deleted meanwhile")
+    return _credential_entry(auth, cred)

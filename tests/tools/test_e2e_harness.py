@@ -1,0 +1,111 @@
+"""The host side of `make e2e` (tools/vm/): the logic that runs without a VM.
+
+The VM run itself is `make e2e`; these tests guard the parts that would otherwise only fail
+there: module load order, the honesty of the table, and the guest plan matching rows.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+VM_DIR = Path(__file__).resolve().parents[2] / "tools" / "vm"
+
+
+@pytest.fixture(scope="module")
+def vm(monkeypatch_module: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch_module.syspath_prepend(str(VM_DIR))
+    for name in ("e2e", "rows", "guest_main", "guest_browser"):
+        sys.modules.pop(name, None)
+    return importlib.import_module("e2e")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _ko(path: Path, depends: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Just enough of a module: .modinfo strings are NUL-separated key=value pairs.
+    path.write_bytes(b"\x7fELF...\x00license=GPL\x00depends=" + depends.encode() + b"\x00x")
+
+
+def test_modules_load_dependencies_first(vm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    k = tmp_path / "kernel"
+    _ko(k / "drivers/virtio/virtio_ring.ko", "")
+    _ko(k / "drivers/virtio/virtio.ko", "")
+    _ko(k / "drivers/virtio/virtio_pci.ko", "virtio_ring,virtio")
+    _ko(k / "net/9p/9pnet.ko", "")
+    _ko(k / "net/9p/9pnet_virtio.ko", "9pnet,virtio_ring,virtio")
+    _ko(k / "fs/netfs/netfs.ko", "")
+    _ko(k / "fs/9p/9p.ko", "9pnet,netfs")
+    _ko(k / "fs/overlayfs/overlay.ko", "")
+    _ko(k / "drivers/hid/hid.ko", "")
+    _ko(k / "drivers/hid/hid-generic.ko", "hid")  # file name with '-', module name with '_'
+    _ko(k / "drivers/hid/uhid.ko", "hid")
+    order = [name for name, _ in vm.resolve_modules(tmp_path)]
+    assert sorted(order) == sorted(set(order)), "a module would be loaded twice"
+    for module, deps in {
+        "virtio_pci": ["virtio_ring", "virtio"],
+        "9pnet_virtio": ["9pnet", "virtio"],
+        "9p": ["9pnet", "netfs"],
+        "hid_generic": ["hid"],
+        "uhid": ["hid"],
+    }.items():
+        for dep in deps:
+            assert order.index(dep) < order.index(module), (dep, module, order)
+
+
+def test_a_missing_module_is_a_clear_error(vm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _ko(tmp_path / "kernel/drivers/hid/uhid.ko", "hid")
+    with pytest.raises(vm.E2EError, match="kernel module"):
+        vm.resolve_modules(tmp_path)
+
+
+def test_rows_the_guest_never_reported_fail(vm, capsys) -> None:  # type: ignore[no-untyped-def]
+    from rows import ROWS
+
+    everything = {r.id: {"id": r.id, "status": "PASS", "detail": "ok"} for r in ROWS}
+    assert vm.print_table(everything, "not reached") == 0
+
+    missing_one = dict(everything)
+    del missing_one[ROWS[-1].id]
+    assert vm.print_table(missing_one, "not reached: the VM timed out") == 1
+    assert "not reached: the VM timed out" in capsys.readouterr().out
+
+    # A row the plan does not know is counted as a failure, not ignored.
+    extra = dict(everything, surprise={"id": "surprise", "status": "PASS"})
+    assert vm.print_table(extra, "not reached") == 1
+
+
+def test_guest_plan_matches_rows(vm) -> None:  # type: ignore[no-untyped-def]
+    import guest_main
+    from rows import ROW_IDS
+
+    steps = [step for step in guest_main.plan() if not isinstance(step, guest_main.FreshKey)]
+    assert [rid for rid, _, _ in steps] == list(ROW_IDS)
+
+
+def test_static_busybox_check(vm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import struct
+
+    # A dynamically linked program (this Python) has a PT_INTERP header: refused.
+    assert not vm._is_static_elf(sys.executable)
+
+    def elf(ptypes: list[int]) -> Path:
+        header = bytearray(64)
+        header[:5] = b"\x7fELF\x02"
+        struct.pack_into("<Q", header, 0x20, 64)  # program headers right after the header
+        struct.pack_into("<HH", header, 0x36, 56, len(ptypes))
+        table = b"".join(struct.pack("<I", t) + bytes(52) for t in ptypes)
+        path = tmp_path / f"elf{len(ptypes)}"
+        path.write_bytes(bytes(header) + table)
+        return path
+
+    assert vm._is_static_elf(elf([1, 1, 4]))  # LOAD, LOAD, NOTE: static
+    assert not vm._is_static_elf(elf([6, 3, 1]))  # PHDR, INTERP, LOAD: dynamic

@@ -1,0 +1,720 @@
+"""`softkey run` (plug the key in) and the verbs that talk to a running key.
+
+`softkey run` serves one key until Ctrl-C / SIGTERM: over Linux UHID (a USB security key every
+FIDO client sees) or over UDP (simulator-style clients, CI). Next to its state file it opens a
+control socket (0600) that `softkey status`, `touch`, `deny` and `replug` use, and through
+which the other CLI verbs reach a running key (op "admin", tools/admin.py operations).
+
+Control protocol (one JSON object per line, see transports/control.py):
+
+    {"op": "status"}                              key, transport, profile, pending presence, slots
+    {"op": "touch", "wait": 5}                    approve the pending presence request
+    {"op": "deny", "wait": 5}                     decline it
+    {"op": "replug"}                              unplug and plug back (power cycle)
+    {"op": "admin", "name": "info", "args": {}}   tools.admin.dispatch on the running key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, TextIO
+
+import click
+
+from authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
+from authenticator.environment import Presence
+from tools import paths
+from transports import control
+from transports.presence import (
+    DEFAULT_TIMEOUT,
+    Announcer,
+    Prompt,
+    TerminalPrompt,
+    WaitingPresence,
+    describe,
+)
+from transports.server import HidServer
+
+PRESENCE_MODES = ("prompt", "wait", "auto", "deny")
+ADMIN_LOCK_TIMEOUT = 5.0
+
+
+class RunError(click.ClickException):
+    """`softkey run` or a control verb cannot do what was asked; exit status 1."""
+
+    exit_code = 1
+
+
+class Transport(Protocol):
+    server: HidServer
+
+    def serve(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _presence_label(mode: str) -> str:
+    return {
+        "prompt": "ask on this terminal (or `softkey touch` / `softkey deny`)",
+        "wait": "wait for `softkey touch` / `softkey deny`",
+        "auto": "approve everything (unsafe for daily use)",
+        "deny": "decline everything",
+    }[mode]
+
+
+# -- the running key --------------------------------------------------------------------------
+
+
+class RunningKey:
+    """What the control socket operates on: one authenticator behind one transport."""
+
+    def __init__(
+        self, authenticator: Authenticator, presence: Presence, state: Path, presence_mode: str
+    ) -> None:
+        self.authenticator = authenticator
+        self.presence = presence
+        self.state = state
+        self.presence_mode = presence_mode
+        self.transport = ""
+        self.details: dict[str, Any] = {}
+        self.server: HidServer | None = None
+        self._replug: Callable[[], None] | None = None
+        self.power_cycles = 0
+        self._slots_lock = threading.Lock()
+        self._slots: dict[str, int | None] = {}
+        self.refresh_slots()
+
+    def attach(
+        self, transport: str, server: HidServer, replug: Callable[[], None], details: dict[str, Any]
+    ) -> None:
+        self.transport = transport
+        self.server = server
+        self._replug = replug
+        self.details = details
+
+    # Called with the authenticator lock held (after each command, power cycle and admin
+    # call), so `status` can answer from this copy while a command waits for a touch.
+    def refresh_slots(self) -> None:
+        used = self.authenticator.store.resident_count()
+        capacity = self.authenticator.profile.rk_capacity
+        with self._slots_lock:
+            self._slots = {
+                "used": used,
+                "capacity": capacity,
+                "remaining": None if capacity is None else max(0, capacity - used),
+            }
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {
+            "status": self.status,
+            "touch": self.touch,
+            "deny": self.deny,
+            "replug": self.replug,
+            "admin": self.admin,
+        }
+
+    def status(self, request: dict[str, Any]) -> dict[str, Any]:
+        pending = None
+        if isinstance(self.presence, WaitingPresence):
+            waiting = self.presence.pending
+            if waiting is not None:
+                pending = {"purpose": waiting.purpose, "rp_id": waiting.rp_id}
+        with self._slots_lock:
+            slots = dict(self._slots)
+        profile = self.authenticator.profile
+        return {
+            "key": paths.key_name(self.state),
+            "state": str(self.state),
+            "pid": os.getpid(),
+            "transport": self.transport,
+            **self.details,
+            "profile": profile.name,
+            "ctap": profile.ctap,
+            "presence_mode": self.presence_mode,
+            "pending_presence": pending,
+            "slots": slots,
+            "power_cycles": self.power_cycles,
+        }
+
+    def _decide(self, request: dict[str, Any], approve: bool) -> dict[str, Any]:
+        if not isinstance(self.presence, WaitingPresence):
+            raise control.OperationError(
+                f"this key runs with --presence {self.presence_mode}, which decides by "
+                "itself; restart it with --presence wait (or prompt) to approve requests by hand"
+            )
+        wait = request.get("wait", 0)
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 300:
+            raise control.OperationError('"wait" must be a number of seconds from 0 to 300')
+        decided = self.presence.touch(wait) if approve else self.presence.deny(wait)
+        if decided is None:
+            raise control.OperationError(
+                "nothing to "
+                + ("touch" if approve else "deny")
+                + ": the key is not waiting for a person"
+                + (
+                    f" (none asked within {wait:g} s)"
+                    if wait
+                    else "; use --wait SECONDS to wait for a request"
+                )
+            )
+        return {
+            "request": {"purpose": decided.purpose, "rp_id": decided.rp_id},
+            "description": describe(decided),
+        }
+
+    def touch(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._decide(request, approve=True)
+
+    def deny(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._decide(request, approve=False)
+
+    def replug(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self._replug is None:
+            raise control.OperationError("the key is not plugged in yet")
+        self._replug()
+        self.power_cycles += 1
+        return {"power_cycles": self.power_cycles}
+
+    def admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        from tools.admin import dispatch
+
+        name = request.get("name")
+        args = request.get("args") or {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            return {
+                "ok": False,
+                "code": "usage",
+                "error": 'admin needs "name" (a string) and "args" (an object)',
+            }
+        if self.server is None:
+            return {"ok": False, "code": "busy", "error": "the key is not plugged in yet"}
+        lock = self.server.auth_lock
+        if not lock.acquire(timeout=ADMIN_LOCK_TIMEOUT):
+            return {
+                "ok": False,
+                "code": "busy",
+                "error": "the key is busy with a request (probably waiting for a touch); "
+                "touch or deny it, then retry",
+            }
+        try:
+            # dispatch's own {"ok", "result" | "error", "code"} becomes the reply line.
+            return dispatch(self.authenticator, name, args)
+        finally:
+            self.refresh_slots()
+            lock.release()
+
+
+# -- building and serving ---------------------------------------------------------------------
+
+
+def make_presence(mode: str, timeout: float, stdin: TextIO, stderr: TextIO) -> Presence:
+    if mode == "auto":
+        return AutoPresence()
+    if mode == "deny":
+        return FixedPresence(Verdict.DENIED)
+    prompt: Prompt = Announcer(stderr)
+    if mode == "prompt":
+        if _isatty(stdin):
+            prompt = TerminalPrompt(stdin, stderr)
+        else:
+            click.echo(
+                "softkey: stdin is not a terminal; approve requests with "
+                "`softkey touch` (or deny with `softkey deny`)",
+                err=True,
+            )
+    return WaitingPresence(timeout, prompt=prompt)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+UDEV_DIR = Path(__file__).resolve().parent / "udev"
+
+
+def uhid_guidance(exc: Exception) -> str:
+    """Why the key cannot be plugged in over UHID, and the ways out."""
+    rules = UDEV_DIR / "70-softkey-uhid.rules"
+    modules = UDEV_DIR / "softkey-uhid.conf"
+    problem = getattr(exc, "problem", "other")
+    lines = [f"cannot plug the key in over UHID: {exc}.", "What to do:"]
+    if problem == "missing":
+        lines.append(
+            "  - load the module: sudo modprobe uhid   (if modprobe says the module is "
+            "not found, this kernel has no UHID: use UDP, below)"
+        )
+        lines.append(f"  - load it at every boot: sudo cp {modules} /etc/modules-load.d/")
+    lines.append(
+        f"  - let your user open /dev/uhid: sudo cp {rules} /etc/udev/rules.d/ && "
+        "sudo udevadm control --reload && sudo udevadm trigger "
+        "(see the comments in that file)"
+    )
+    lines.append(
+        "  - or serve the key over UDP instead (simulator-style clients, CI): "
+        "softkey run --transport udp"
+    )
+    return "\n".join(lines)
+
+
+def uhid_uniq(state: Path) -> str:
+    """A stable serial per key, so two keys are two distinct USB devices."""
+    return "softkey-" + hashlib.sha256(os.fsencode(state)).hexdigest()[:12]
+
+
+def _parse_usb_id(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        number = int(value, 16)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a hexadecimal number") from None
+    if not 0 <= number <= 0xFFFF:
+        raise click.BadParameter("USB IDs are 4 hex digits (0000-ffff)")
+    return number
+
+
+def _key_label(state: Path) -> str:
+    name = paths.key_name(state)
+    return f"key {name!r}" if name is not None else f"the key at {state}"
+
+
+def _key_hint(state: Path) -> str:
+    name = paths.key_name(state)
+    if name is None:
+        return f" --state {state}"
+    return "" if name == paths.DEFAULT_KEY else f" --key {name}"
+
+
+def key_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=paths.STATE_ENV,
+        help="State file of the key (instead of --key).",
+    )(f)
+    f = click.option(
+        "--key",
+        "key_name",
+        metavar="NAME",
+        envvar=paths.KEY_ENV,
+        help=f"Which key: $XDG_DATA_HOME/softkey/NAME.sqlite3 (default {paths.DEFAULT_KEY!r}).",
+    )(f)
+    return f
+
+
+def _resolve(key_name: str | None, state_path: Path | None) -> Path:
+    if key_name is not None and state_path is not None:
+        # One from the environment, one on the command line: the command line wins (the
+        # same rule as the other verbs in tools/cli.py).
+        ctx = click.get_current_context()
+        from_env = click.core.ParameterSource.ENVIRONMENT
+        key_env = ctx.get_parameter_source("key_name") == from_env
+        state_env = ctx.get_parameter_source("state_path") == from_env
+        if key_env and not state_env:
+            key_name = None
+        elif state_env and not key_env:
+            state_path = None
+    try:
+        return paths.resolve_state(key_name, state_path)
+    except paths.KeyPathError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.command("run")
+@click.option(
+    "--transport",
+    type=click.Choice(["uhid", "udp"]),
+    default="uhid",
+    show_default=True,
+    help="uhid: a USB security key every FIDO client sees; udp: simulator-style.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8111,
+    show_default=True,
+    help="UDP port (0: any free port; `softkey status` shows it).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="UDP address to listen on (keep it local: anyone who reaches it can use the key).",
+)
+@key_options
+@click.option(
+    "--profile",
+    metavar="PROFILE",
+    help="Profile for a new key (see `softkey profiles`); default: the key's own, "
+    "or ctap2.1 for a new key.",
+)
+@click.option(
+    "--presence",
+    "presence_mode",
+    type=click.Choice(PRESENCE_MODES),
+    default="prompt",
+    show_default=True,
+    help="Who approves requests: prompt on this terminal, wait for `softkey "
+    "touch`/`deny`, auto-approve (unsafe), or deny.",
+)
+@click.option(
+    "--presence-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for a touch before USER_ACTION_TIMEOUT.",
+)
+@click.option(
+    "--vendor-id",
+    default="1209",
+    show_default=True,
+    callback=_parse_usb_id,
+    help="USB vendor ID (hex) of the UHID device.",
+)
+@click.option(
+    "--product-id",
+    default="5a5a",
+    show_default=True,
+    callback=_parse_usb_id,
+    help="USB product ID (hex) of the UHID device.",
+)
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Print each CTAP request and response decoded, one line each (never "
+    "secrets), with the reason for every failure.",
+)
+@click.option("--uhid-device", default="/dev/uhid", hidden=True)
+def run(
+    transport: str,
+    port: int,
+    host: str,
+    key_name: str | None,
+    state_path: Path | None,
+    profile: str | None,
+    presence_mode: str,
+    presence_timeout: float,
+    vendor_id: int,
+    product_id: int,
+    uhid_device: str,
+    trace: bool,
+) -> None:
+    """Plug the key in and serve it until Ctrl-C (or SIGTERM) unplugs it."""
+    state = _resolve(key_name, state_path)
+    try:
+        sock_path = paths.control_socket_path(state)
+    except paths.KeyPathError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    uhid_fd: int | None = None
+    if transport == "uhid":
+        from transports.uhid import UhidUnavailable, open_uhid
+
+        try:
+            uhid_fd = open_uhid(uhid_device)
+        except UhidUnavailable as exc:
+            raise RunError(uhid_guidance(exc)) from None
+
+    resources: list[Callable[[], None]] = []
+    try:
+        if uhid_fd is not None:
+            fd = uhid_fd
+            resources.append(lambda: os.close(fd))
+        ctl = control.ControlServer(sock_path, {})
+        try:
+            ctl.check_available()
+        except control.ControlError as exc:
+            raise RunError(str(exc)) from None
+        presence = make_presence(presence_mode, presence_timeout, sys.stdin, sys.stderr)
+        try:
+            auth = Authenticator(profile, state, presence=presence)
+        except StateError as exc:
+            raise RunError(str(exc)) from None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--profile") from None
+        resources.append(auth.close)
+        if trace:
+            from tools.trace import install_trace
+
+            install_trace(auth, lambda line: click.echo(f"softkey: trace: {line}", err=True))
+        _serve(
+            auth,
+            presence,
+            ctl,
+            state,
+            transport,
+            host,
+            port,
+            presence_mode,
+            vendor_id,
+            product_id,
+            uhid_fd,
+            resources,
+        )
+    finally:
+        for release in reversed(resources):
+            try:
+                release()
+            except OSError:
+                pass
+
+
+def _serve(
+    auth: Authenticator,
+    presence: Presence,
+    ctl: control.ControlServer,
+    state: Path,
+    transport_name: str,
+    host: str,
+    port: int,
+    presence_mode: str,
+    vendor_id: int,
+    product_id: int,
+    uhid_fd: int | None,
+    resources: list[Callable[[], None]],
+) -> None:
+    label = _key_label(state)
+    key = RunningKey(auth, presence, state, presence_mode)
+    transport: Transport
+    plug: Callable[[], None] | None = None
+    if transport_name == "udp":
+        from transports.udp import UdpTransport
+
+        try:
+            udp = UdpTransport(auth, host, port, after_request=key.refresh_slots)
+        except OSError as exc:
+            raise RunError(
+                f"cannot listen on UDP {host}:{port}: {exc.strerror or exc}; another key may be "
+                "running there: pick another --port (0 picks a free one)"
+            ) from None
+        bound_host, bound_port = udp.address
+        where = f"UDP {bound_host}:{bound_port}"
+        key.attach(
+            "udp",
+            udp.server,
+            udp.power_cycle,
+            {
+                "address": f"{bound_host}:{bound_port}",
+                "udp": {"host": bound_host, "port": bound_port},
+            },
+        )
+        transport = udp
+    else:
+        from transports.uhid import DeviceInfo, UhidDevice, find_hidraw
+
+        assert uhid_fd is not None
+        device_info = DeviceInfo(
+            name=f"softkey {auth.profile.name}",
+            uniq=uhid_uniq(state),
+            vendor=vendor_id,
+            product=product_id,
+        )
+        uhid_details: dict[str, Any] = {
+            "name": device_info.name,
+            "vendor_id": f"{vendor_id:04x}",
+            "product_id": f"{product_id:04x}",
+            "uniq": device_info.uniq,
+            "hidraw": None,
+        }
+
+        def look_for_hidraw() -> None:
+            # UHID_START comes just before the kernel connects hidraw: look for a moment.
+            pause = threading.Event()
+            for _ in range(30):
+                node = find_hidraw(device_info.uniq)
+                if node is not None:
+                    if node != uhid_details["hidraw"]:
+                        _say(f"hidraw node {node}")
+                    uhid_details["hidraw"] = node
+                    return
+                pause.wait(0.1)
+            uhid_details["hidraw"] = None
+
+        def on_start() -> None:
+            threading.Thread(target=look_for_hidraw, name="softkey-hidraw", daemon=True).start()
+
+        device = UhidDevice(
+            uhid_fd, auth, device_info, after_request=key.refresh_slots, on_start=on_start
+        )
+        where = f"UHID as {device_info.name!r} ({vendor_id:04x}:{product_id:04x})"
+        key.attach("uhid", device.server, device.replug, {"uhid": uhid_details})
+        transport = device
+        plug = device.plug
+
+    ctl.handlers.update(key.handlers())
+    try:
+        ctl.start()
+    except control.ControlError as exc:
+        transport.close()
+        raise RunError(str(exc)) from None
+    resources.append(ctl.close)
+    resources.append(transport.close)  # released first: unplug (UHID_DESTROY) before the rest
+    previous = _install_signal_handlers(transport.stop)
+    resources.append(lambda: _restore_signal_handlers(previous))
+
+    if plug is not None:
+        try:
+            plug()
+        except OSError as exc:
+            raise RunError(f"the kernel refused to create the UHID device: {exc}") from None
+    _say(f"{label} plugged in via {where}; profile {auth.profile.name}; state {state}")
+    _say(f"presence: {_presence_label(presence_mode)}; control socket {ctl.path}; Ctrl-C unplugs")
+    if presence_mode == "auto":
+        click.echo(
+            "softkey: warning: --presence auto approves every request without asking: any "
+            "local process can use this key silently. Use it for tests, not daily use.",
+            err=True,
+        )
+    transport.serve()
+    _say(f"{label} unplugged")
+
+
+def _say(text: str) -> None:
+    click.echo(f"softkey: {text}")
+    sys.stdout.flush()
+
+
+def _install_signal_handlers(stop: Callable[[], None]) -> dict[int, Any]:
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    signals_seen: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean unplug
+        stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+# -- verbs for a running key --------------------------------------------------------------------
+
+
+def call_running(state: Path, op: str, **params: Any) -> dict[str, Any]:
+    """One control request to the key whose state is ``state``; RunError if it is not
+    running or refuses."""
+    try:
+        sock = paths.control_socket_path(state)
+    except paths.KeyPathError as exc:
+        raise click.UsageError(str(exc)) from None
+    wait = params.get("wait") or 0
+    try:
+        reply = control.call(sock, op, timeout=10.0 + float(wait), **params)
+    except control.NotRunning:
+        raise RunError(
+            f"{_key_label(state)} is not running (nothing listens on {sock}); start it with "
+            f"`softkey run{_key_hint(state)}`"
+        ) from None
+    except control.ControlError as exc:
+        raise RunError(str(exc)) from None
+    if not reply.get("ok"):
+        raise RunError(str(reply.get("error") or "the key refused"))
+    return reply
+
+
+@click.command("status")
+@key_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+    """Is the key running? Transport, profile, pending touch request, slots."""
+    state = _resolve(key_name, state_path)
+    reply = call_running(state, "status")
+    reply.pop("ok", None)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(reply, indent=2, sort_keys=True))
+        return
+    if reply["transport"] == "udp":
+        where = f"UDP {reply['address']}"
+    else:
+        uhid = reply["uhid"]
+        where = f"UHID {uhid['name']!r} {uhid['vendor_id']}:{uhid['product_id']}"
+        if uhid.get("hidraw"):
+            where += f" at {uhid['hidraw']}"
+    pending = reply["pending_presence"]
+    if pending is None:
+        waiting = "nothing pending"
+    else:
+        waiting = f"waiting for a touch: {pending['purpose']}"
+        if pending["rp_id"]:
+            waiting += f" for {pending['rp_id']}"
+    slots = reply["slots"]
+    if slots["capacity"] is None:
+        slot_text = f"{slots['used']} used (no limit)"
+    else:
+        slot_text = f"{slots['used']} used, {slots['remaining']} remaining (of {slots['capacity']})"
+    rows = [
+        ("key", f"{_key_label(state)} running (pid {reply['pid']})"),
+        ("transport", where),
+        ("profile", f"{reply['profile']} (CTAP {reply['ctap']})"),
+        ("state", reply["state"]),
+        ("presence", f"{reply['presence_mode']}: {waiting}"),
+        ("slots", slot_text),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<10} {value}")
+
+
+def _decision_command(name: str, approve: bool) -> click.Command:
+    @click.command(name)
+    @key_options
+    @click.option(
+        "--wait",
+        type=click.FloatRange(0, 300),
+        default=0.0,
+        show_default=True,
+        help="Wait up to this many seconds for a request to appear.",
+    )
+    def command(key_name: str | None, state_path: Path | None, wait: float) -> None:
+        state = _resolve(key_name, state_path)
+        reply = call_running(state, name, wait=wait)
+        verb = "approved" if approve else "denied"
+        click.echo(f"{verb}: {reply['description']}")
+
+    command.help = (
+        "Approve the request the running key is waiting on (as a finger on the key would)."
+        if approve
+        else "Decline the request the running key is waiting on."
+    )
+    return command
+
+
+touch = _decision_command("touch", approve=True)
+deny = _decision_command("deny", approve=False)
+
+
+@click.command("replug")
+@key_options
+def replug(key_name: str | None, state_path: Path | None) -> None:
+    """Unplug the running key and plug it back in (a power cycle)."""
+    state = _resolve(key_name, state_path)
+    call_running(state, "replug")
+    click.echo(
+        f"replugged {_key_label(state)}: power cycled (PIN tokens and pending "
+        "requests are gone; credentials are kept)"
+    )
+
+
+COMMANDS: tuple[click.Command, ...] = (run, status, touch, deny, replug)

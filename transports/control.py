@@ -1,0 +1,206 @@
+"""The control socket of a running key: line-delimited JSON over a 0600 Unix socket.
+
+One request per line, one response per line::
+
+    {"op": "status"}                 -> {"ok": true, "profile": "ctap2.1", ...}
+    {"op": "touch", "wait": 5}       -> {"ok": true, "request": {"purpose": ..., "rp_id": ...}}
+    {"op": "bogus"}                  -> {"ok": false, "error": "unknown operation 'bogus'"}
+
+Only the user who runs the key can connect: the socket is 0600 and its directory 0700.
+Each connection gets its own thread, so a `touch --wait` never blocks `status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("softkey.control")
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+MAX_LINE = 64 * 1024
+
+
+class ControlError(Exception):
+    """The control socket cannot be served or reached; the message says why."""
+
+
+class NotRunning(ControlError):
+    """No key is listening on that control socket."""
+
+
+class OperationError(Exception):
+    """A handler refuses a request; becomes {"ok": false, "error": message}."""
+
+
+class ControlServer:
+    """Serves ``handlers[op](request) -> dict`` on a Unix socket until ``close()``."""
+
+    def __init__(self, path: str | os.PathLike[str], handlers: dict[str, Handler]) -> None:
+        self.path = Path(path)
+        self.handlers = handlers
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._inode: tuple[int, int] | None = None
+
+    def start(self) -> ControlServer:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.check_available()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Connecting needs write permission on the socket; with this umask nobody but the
+        # owner ever has it, even between bind() and chmod().
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot create the control socket {self.path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        st = os.stat(self.path)
+        self._inode = (st.st_dev, st.st_ino)
+        sock.listen(8)
+        self._sock = sock
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="softkey-control", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        # Remove the socket only if it is still ours (a second instance may own the path).
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                self.path.unlink()
+        except OSError:
+            pass
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def __enter__(self) -> ControlServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_available(self) -> None:
+        """Refuse if another key serves this socket; remove a stale one left by a crash."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlError(
+                f"{self.path} exists and is not a socket; move it away and start again"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink()  # left behind by a key that was killed: stale
+            return
+        finally:
+            probe.close()
+        raise ControlError(
+            f"another softkey is already running with this state (control socket {self.path}); "
+            "stop it first or use a different --key/--state"
+        )
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=self._serve, args=(conn,), name="softkey-control-conn", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while not self._closed.is_set():
+                try:
+                    line = reader.readline(MAX_LINE + 1)
+                except OSError:
+                    return
+                if not line:
+                    return
+                response = self.dispatch(line)
+                try:
+                    conn.sendall(json.dumps(response).encode() + b"\n")
+                except OSError:
+                    return
+
+    def dispatch(self, line: bytes) -> dict[str, Any]:
+        if len(line) > MAX_LINE:
+            return {"ok": False, "error": "request too long"}
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "not a JSON line"}
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": 'a request is a JSON object with an "op" string'}
+        handler = self.handlers.get(request["op"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown operation {request['op']!r}"}
+        try:
+            result = handler(request)
+        except OperationError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception:
+            log.exception("control operation %r failed", request["op"])
+            return {"ok": False, "error": "internal error (see the key's log)"}
+        return {"ok": True, **result}
+
+
+def call(
+    path: str | os.PathLike[str], op: str, *, timeout: float = 10.0, **params: Any
+) -> dict[str, Any]:
+    """Send one request to a running key; raises NotRunning / ControlError."""
+    path = Path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise NotRunning(f"no key is listening on {path}") from None
+        except OSError as exc:
+            raise ControlError(f"cannot reach the key at {path}: {exc}") from None
+        try:
+            sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
+            with sock.makefile("rb") as reader:
+                line = reader.readline(MAX_LINE + 1)
+        except OSError as exc:
+            raise ControlError(f"the key at {path} did not answer: {exc}") from None
+    finally:
+        sock.close()
+    if not line:
+        raise ControlError(f"the key at {path} closed the connection without answering")
+    try:
+        response = json.loads(line)
+    except ValueError:
+        raise ControlError(f"the key at {path} sent something that is not JSON") from None
+    if not isinstance(response, dict):
+        raise ControlError(f"the key at {path} sent an unexpected answer")
+    return response

@@ -1,0 +1,476 @@
+"""A sans-IO CTAPHID engine (CTAP 2.1 §11.2): 64-byte reports in, reports out.
+
+The engine owns every piece of framing state (allocated channels, the message being
+reassembled, the command being executed, the channel lock) and does no I/O, owns no thread and
+reads no clock: the driver passes ``now`` with every call. Garbage becomes a CTAPHID_ERROR
+report, never an exception.
+
+Driver contract:
+
+- ``receive(report, now)`` for every report from the host. The ``Output`` holds reports to
+  send back at once and, when a CBOR/MSG/WINK message is complete, the ``Request`` the driver
+  must execute (in a worker, so reports keep flowing: CANCEL, other channels -> BUSY).
+- ``tick(now)`` often (every few tens of ms): message timeouts and KEEPALIVE every 100 ms
+  while a request runs.
+- ``keepalive(request, status, now)`` when the authenticator reports progress (UPNEEDED
+  while waiting for a person); ``request.cancelled`` tells it whether the host cancelled.
+- ``complete(request, response, now)`` with the authenticator's answer.
+
+Transactions are device-wide (§11.2.5.3): from the first packet of a request until its
+response, any other channel's request is answered ERR_CHANNEL_BUSY. INIT is always answered:
+it touches no authenticator state and lets a new client find the device while another works.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag, unique
+
+from authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
+
+REPORT_SIZE = 64
+BROADCAST_CID = 0xFFFFFFFF
+RESERVED_CID = 0
+TYPE_INIT = 0x80
+INIT_HEADER = 7  # CID(4) CMD(1) BCNT(2)
+CONT_HEADER = 5  # CID(4) SEQ(1)
+INIT_DATA = REPORT_SIZE - INIT_HEADER  # 57
+CONT_DATA = REPORT_SIZE - CONT_HEADER  # 59
+MAX_SEQ = 0x7F
+# One initialization packet and 128 continuation packets (seq 0..127): §11.2.4.
+MAX_MESSAGE_SIZE = INIT_DATA + (MAX_SEQ + 1) * CONT_DATA  # 7609
+PROTOCOL_VERSION = 2  # CTAPHID protocol version identifier (§11.2.9.1.3)
+KEEPALIVE_INTERVAL = 0.1  # seconds between KEEPALIVE packets (§11.2.9.2.1)
+DEFAULT_MSG_TIMEOUT = 0.5  # a host must send the next continuation within this
+MAX_LOCK_SECONDS = 10  # §11.2.9.2.2: a lock lasts at most 10 s
+MAX_CHANNELS = 1024  # least recently used channels are forgotten beyond this
+NONCE_SIZE = 8
+
+
+@unique
+class Command(IntEnum):
+    """CTAPHID command codes (CTAP 2.1 §11.2.9), without the TYPE_INIT bit."""
+
+    PING = 0x01
+    MSG = 0x03
+    LOCK = 0x04
+    INIT = 0x06
+    WINK = 0x08
+    CBOR = 0x10
+    CANCEL = 0x11
+    KEEPALIVE = 0x3B
+    ERROR = 0x3F
+
+
+@unique
+class HidError(IntEnum):
+    """CTAPHID_ERROR codes (CTAP 2.1 §11.2.9.1.6)."""
+
+    INVALID_CMD = 0x01
+    INVALID_PAR = 0x02
+    INVALID_LEN = 0x03
+    INVALID_SEQ = 0x04
+    MSG_TIMEOUT = 0x05
+    CHANNEL_BUSY = 0x06
+    LOCK_REQUIRED = 0x0A
+    INVALID_CHANNEL = 0x0B
+    OTHER = 0x7F
+
+
+class Capability(IntFlag):
+    """CTAPHID_INIT capability flags (§11.2.9.1.3)."""
+
+    WINK = 0x01
+    LOCK = 0x02
+    CBOR = 0x04
+    NMSG = 0x08  # set when CTAPHID_MSG is *not* implemented
+
+
+DEFAULT_CAPABILITIES = Capability.WINK | Capability.CBOR
+# Requests the engine hands to the driver (everything else it answers itself).
+EXECUTED = (Command.CBOR, Command.MSG, Command.WINK)
+_KEEPALIVE_STATUSES = (KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED)
+
+
+# -- framing helpers (used by the engine, by clients and by tests) ------------------------
+
+
+def fragment(cid: int, cmd: int, data: bytes = b"") -> list[bytes]:
+    """Split one message into 64-byte reports: an init packet, then continuations."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ValueError(f"a CTAPHID message holds at most {MAX_MESSAGE_SIZE} bytes")
+    reports = [
+        (struct.pack(">IBH", cid, TYPE_INIT | cmd, len(data)) + data[:INIT_DATA]).ljust(
+            REPORT_SIZE, b"\0"
+        )
+    ]
+    rest = data[INIT_DATA:]
+    seq = 0
+    while rest:
+        chunk, rest = rest[:CONT_DATA], rest[CONT_DATA:]
+        reports.append((struct.pack(">IB", cid, seq) + chunk).ljust(REPORT_SIZE, b"\0"))
+        seq += 1
+    return reports
+
+
+def error_report(cid: int, code: HidError) -> bytes:
+    return fragment(cid, Command.ERROR, bytes([code]))[0]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One reassembled message (as a host sees the device's answers)."""
+
+    cid: int
+    cmd: int
+    data: bytes
+
+
+class MessageReader:
+    """Host-side reassembly of the device's reports into messages (clients and tests)."""
+
+    def __init__(self) -> None:
+        self._partial: dict[int, tuple[int, int, bytearray, int]] = {}
+
+    def feed(self, report: bytes) -> Message | None:
+        cid, first = struct.unpack_from(">IB", report)
+        if first & TYPE_INIT:
+            cmd = first & 0x7F
+            (length,) = struct.unpack_from(">H", report, 5)
+            data = bytearray(report[INIT_HEADER : INIT_HEADER + min(length, INIT_DATA)])
+            if len(data) >= length:
+                self._partial.pop(cid, None)
+                return Message(cid, cmd, bytes(data))
+            self._partial[cid] = (cmd, length, data, 0)
+            return None
+        if cid not in self._partial:
+            return None
+        cmd, length, data, seq = self._partial[cid]
+        if first != seq:
+            raise ValueError(f"continuation {first} out of sequence (expected {seq})")
+        data += report[CONT_HEADER : CONT_HEADER + min(CONT_DATA, length - len(data))]
+        if len(data) >= length:
+            del self._partial[cid]
+            return Message(cid, cmd, bytes(data))
+        self._partial[cid] = (cmd, length, data, seq + 1)
+        return None
+
+    def feed_all(self, reports: Iterable[bytes]) -> list[Message]:
+        return [m for m in (self.feed(r) for r in reports) if m is not None]
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Request:
+    """A complete CBOR/MSG/WINK message the driver must execute."""
+
+    cid: int
+    command: Command
+    payload: bytes
+    started: float
+    # Set by CANCEL: a presence wait must end with CTAP2_ERR_KEEPALIVE_CANCEL.
+    cancelled: bool = False
+    # Set by INIT-resync, unplug or power cycle: the response is dropped.
+    abandoned: bool = False
+    keepalive_status: int = KEEPALIVE_PROCESSING
+    next_keepalive: float = 0.0  # when the next periodic KEEPALIVE is due
+
+    def __post_init__(self) -> None:
+        self.next_keepalive = self.started + KEEPALIVE_INTERVAL
+
+
+@dataclass
+class Output:
+    """What one incoming report produced."""
+
+    reports: list[bytes] = field(default_factory=list)
+    request: Request | None = None
+
+
+@dataclass
+class _Assembly:
+    cid: int
+    cmd: Command
+    length: int
+    data: bytearray
+    next_seq: int
+    last_packet: float
+
+
+@dataclass(frozen=True)
+class _Lock:
+    cid: int
+    until: float
+
+
+class CtapHidEngine:
+    """CTAPHID framing state machine for one device.
+
+    ``accept_any_channel``: treat every channel other than 0 and broadcast as allocated.
+    Simulator-style UDP clients send on channels they never INITed; USB hosts always INIT.
+    """
+
+    def __init__(
+        self,
+        *,
+        device_version: tuple[int, int, int] = (0, 1, 0),
+        capabilities: Capability = DEFAULT_CAPABILITIES,
+        accept_any_channel: bool = False,
+        msg_timeout: float = DEFAULT_MSG_TIMEOUT,
+        random: Callable[[int], bytes] = os.urandom,
+        max_channels: int = MAX_CHANNELS,
+    ) -> None:
+        self.device_version = device_version
+        self.capabilities = capabilities
+        self.accept_any_channel = accept_any_channel
+        self.msg_timeout = msg_timeout
+        self.random = random
+        self.max_channels = max_channels
+        self._channels: OrderedDict[int, None] = OrderedDict()
+        self._assembly: _Assembly | None = None
+        self._lock: _Lock | None = None
+        self.request: Request | None = None
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """A transaction is in progress (a message being received or executed)."""
+        return self._assembly is not None or self.request is not None
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(self._channels)
+
+    def receive(self, report: bytes, now: float) -> Output:
+        out = Output(self._expire(now))
+        if not report:
+            return out
+        # hidraw reports always have the declared size; pad short writes like HID does and
+        # ignore anything beyond the report.
+        report = bytes(report[:REPORT_SIZE]).ljust(REPORT_SIZE, b"\0")
+        cid, first = struct.unpack_from(">IB", report)
+        if first & TYPE_INIT:
+            (length,) = struct.unpack_from(">H", report, 5)
+            self._init_packet(out, cid, first & 0x7F, length, report[INIT_HEADER:], now)
+        else:
+            self._continuation(out, cid, first, report[CONT_HEADER:], now)
+        return out
+
+    def tick(self, now: float) -> list[bytes]:
+        """Timeouts and periodic keepalives; call at least every 50 ms."""
+        reports = self._expire(now)
+        request = self.request
+        if request is not None and not request.abandoned and now >= request.next_keepalive:
+            request.next_keepalive = now + KEEPALIVE_INTERVAL
+            reports.append(self._keepalive_report(request))
+        return reports
+
+    def keepalive(self, request: Request, status: int, now: float) -> list[bytes]:
+        """The running command reports progress; a new status is sent at once."""
+        if request is not self.request or request.abandoned:
+            return []
+        if status not in _KEEPALIVE_STATUSES:
+            return []
+        changed = status != request.keepalive_status
+        request.keepalive_status = status
+        if changed or now >= request.next_keepalive:
+            request.next_keepalive = now + KEEPALIVE_INTERVAL
+            return [self._keepalive_report(request)]
+        return []
+
+    def complete(self, request: Request, response: bytes, now: float) -> list[bytes]:
+        """The authenticator answered ``request``; frame the response (unless abandoned)."""
+        if request is self.request:
+            self.request = None
+        if request.abandoned:
+            return []
+        if len(response) > MAX_MESSAGE_SIZE:
+            return [error_report(request.cid, HidError.OTHER)]
+        return fragment(request.cid, request.command, response)
+
+    def abort(self) -> Request | None:
+        """Unplug or power cycle: drop the partial message, cancel and abandon the running
+        request (its response is never sent). Returns that request, if any."""
+        self._assembly = None
+        self._lock = None
+        request = self.request
+        if request is not None:
+            request.cancelled = True
+            request.abandoned = True
+        return request
+
+    def forget_channels(self) -> None:
+        """A new USB device: no channel allocated before it exists."""
+        self._channels.clear()
+
+    # -- packets -------------------------------------------------------------------------
+
+    def _init_packet(
+        self, out: Output, cid: int, cmd: int, length: int, data: bytes, now: float
+    ) -> None:
+        if cmd == Command.CANCEL:
+            # CANCEL never gets a reply (§11.2.9.1.5), whatever channel it came on.
+            self._cancel(cid)
+            return
+        if cid == RESERVED_CID:
+            out.reports.append(error_report(cid, HidError.INVALID_CHANNEL))
+            return
+        if cmd == Command.INIT:
+            out.reports.extend(self._init(cid, length, data[:NONCE_SIZE]))
+            return
+        if cid == BROADCAST_CID or not self._known(cid):
+            out.reports.append(error_report(cid, HidError.INVALID_CHANNEL))
+            return
+        if self._lock is not None and self._lock.cid != cid:
+            out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
+            return
+        if self.request is not None:
+            out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
+            return
+        if self._assembly is not None:
+            if self._assembly.cid != cid:
+                out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
+                return
+            # A new request before the previous one was complete: both are void.
+            self._assembly = None
+            out.reports.append(error_report(cid, HidError.INVALID_SEQ))
+            return
+        try:
+            command = Command(cmd)
+        except ValueError:
+            command = None
+        if command is None or command in (Command.KEEPALIVE, Command.ERROR):
+            out.reports.append(error_report(cid, HidError.INVALID_CMD))
+            return
+        if length > MAX_MESSAGE_SIZE:
+            out.reports.append(error_report(cid, HidError.INVALID_LEN))
+            return
+        self._touch(cid)
+        if length <= INIT_DATA:
+            self._dispatch(out, cid, command, bytes(data[:length]), now)
+            return
+        self._assembly = _Assembly(cid, command, length, bytearray(data[:INIT_DATA]), 0, now)
+
+    def _continuation(self, out: Output, cid: int, seq: int, data: bytes, now: float) -> None:
+        assembly = self._assembly
+        if assembly is None or assembly.cid != cid:
+            # A spurious continuation (no init packet before it) is ignored (§11.2.4).
+            return
+        if seq != assembly.next_seq:
+            self._assembly = None
+            out.reports.append(error_report(cid, HidError.INVALID_SEQ))
+            return
+        assembly.data += data[: assembly.length - len(assembly.data)]
+        assembly.next_seq += 1
+        assembly.last_packet = now
+        if len(assembly.data) >= assembly.length:
+            self._assembly = None
+            self._dispatch(out, cid, assembly.cmd, bytes(assembly.data), now)
+
+    def _expire(self, now: float) -> list[bytes]:
+        reports: list[bytes] = []
+        assembly = self._assembly
+        if assembly is not None and now - assembly.last_packet > self.msg_timeout:
+            self._assembly = None
+            reports.append(error_report(assembly.cid, HidError.MSG_TIMEOUT))
+        if self._lock is not None and now >= self._lock.until:
+            self._lock = None
+        return reports
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _init(self, cid: int, length: int, nonce: bytes) -> list[bytes]:
+        if length != NONCE_SIZE:
+            return [error_report(cid, HidError.INVALID_LEN)]
+        if cid == BROADCAST_CID:
+            new_cid = self._allocate()
+        elif self._known(cid):
+            # Resynchronise (§11.2.9.1.3): abandon whatever this channel had in flight.
+            new_cid = cid
+            if self._assembly is not None and self._assembly.cid == cid:
+                self._assembly = None
+            if self.request is not None and self.request.cid == cid:
+                self.request.cancelled = True
+                self.request.abandoned = True
+            if self._lock is not None and self._lock.cid == cid:
+                self._lock = None
+            self._touch(cid)
+        else:
+            return [error_report(cid, HidError.INVALID_CHANNEL)]
+        major, minor, build = self.device_version
+        payload = nonce + struct.pack(
+            ">IBBBBB", new_cid, PROTOCOL_VERSION, major, minor, build, int(self.capabilities)
+        )
+        return fragment(cid, Command.INIT, payload)
+
+    def _dispatch(self, out: Output, cid: int, command: Command, data: bytes, now: float) -> None:
+        if command == Command.PING:
+            out.reports.extend(fragment(cid, Command.PING, data))
+        elif command == Command.LOCK:
+            out.reports.extend(self._lock_command(cid, data, now))
+        elif not self._supported(command):
+            out.reports.append(error_report(cid, HidError.INVALID_CMD))
+        elif command == Command.WINK and data:
+            out.reports.append(error_report(cid, HidError.INVALID_LEN))
+        else:
+            self.request = Request(cid, command, data, now)
+            out.request = self.request
+
+    def _supported(self, command: Command) -> bool:
+        if command == Command.CBOR:
+            return Capability.CBOR in self.capabilities
+        if command == Command.WINK:
+            return Capability.WINK in self.capabilities
+        if command == Command.MSG:
+            return Capability.NMSG not in self.capabilities
+        return False
+
+    def _lock_command(self, cid: int, data: bytes, now: float) -> list[bytes]:
+        if len(data) != 1:
+            return [error_report(cid, HidError.INVALID_LEN)]
+        seconds = data[0]
+        if seconds > MAX_LOCK_SECONDS:
+            return [error_report(cid, HidError.INVALID_PAR)]
+        self._lock = _Lock(cid, now + seconds) if seconds else None
+        return fragment(cid, Command.LOCK)
+
+    def _cancel(self, cid: int) -> None:
+        if self.request is not None and self.request.cid == cid:
+            self.request.cancelled = True
+        if self._assembly is not None and self._assembly.cid == cid:
+            self._assembly = None
+
+    def _keepalive_report(self, request: Request) -> bytes:
+        return fragment(request.cid, Command.KEEPALIVE, bytes([request.keepalive_status]))[0]
+
+    # -- channels ------------------------------------------------------------------------
+
+    def _known(self, cid: int) -> bool:
+        if cid in (RESERVED_CID, BROADCAST_CID):
+            return False
+        return self.accept_any_channel or cid in self._channels
+
+    def _touch(self, cid: int) -> None:
+        if cid in self._channels:
+            self._channels.move_to_end(cid)
+        elif self.accept_any_channel:
+            self._remember(cid)
+
+    def _remember(self, cid: int) -> None:
+        self._channels[cid] = None
+        while len(self._channels) > self.max_channels:
+            self._channels.popitem(last=False)
+
+    def _allocate(self) -> int:
+        while True:
+            (cid,) = struct.unpack(">I", self.random(4))
+            if cid not in (RESERVED_CID, BROADCAST_CID) and cid not in self._channels:
+                self._remember(cid)
+                return cid

@@ -1,0 +1,212 @@
+"""The threaded CTAPHID driver shared by every transport (UHID, UDP, in-process).
+
+The transport's I/O loop calls ``feed(report, peer)`` for each report from a host; the
+driver runs the sans-IO engine (transports/ctaphid.py) and sends its answers through the
+``send(report, peer)`` callable the transport gave it. Authenticator commands run in one worker
+thread, so the I/O loop keeps reading while a command waits for a person: a CANCEL reaches the
+waiting command, other channels get ERR_CHANNEL_BUSY, and a ticker thread sends KEEPALIVE every
+100 ms. ``peer`` is the transport's notion of who sent a report (a UDP address, a connection
+object, None for UHID); answers go to whoever last spoke on that channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+from authenticator import Authenticator
+from authenticator.ctap import Status
+from authenticator.environment import Clock, SystemClock
+
+from .ctaphid import BROADCAST_CID, Command, CtapHidEngine, Request
+
+log = logging.getLogger("softkey.transport")
+
+Send = Callable[[bytes, "Hashable | None"], None]
+
+TICK_INTERVAL = 0.02  # how often the ticker looks for due keepalives and timeouts
+_MAX_PEERS = 1024
+_SW_UNKNOWN = b"\x6f\x00"  # ISO 7816 "no precise diagnosis" for a failed U2F command
+
+
+class _RequestInteraction:
+    """The ``Interaction`` a command gets: keepalives out, CANCEL in."""
+
+    def __init__(self, server: HidServer, request: Request) -> None:
+        self._server = server
+        self._request = request
+
+    def keepalive(self, status: int) -> None:
+        self._server._keepalive(self._request, status)
+
+    def cancelled(self) -> bool:
+        return self._request.cancelled
+
+
+class HidServer:
+    """One virtual device's CTAPHID endpoint: engine + worker thread + keepalive ticker.
+
+    ``after_request`` runs in the worker after each command, still holding ``auth_lock``
+    (the run command uses it to refresh the slot counts ``softkey status`` shows).
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        send: Send,
+        *,
+        engine: CtapHidEngine | None = None,
+        clock: Clock | None = None,
+        after_request: Callable[[], None] | None = None,
+        tick_interval: float = TICK_INTERVAL,
+    ) -> None:
+        self.authenticator = authenticator
+        self.engine = engine or CtapHidEngine()
+        self.clock: Clock = clock or SystemClock()
+        self.after_request = after_request
+        self.tick_interval = tick_interval
+        self._send = send
+        # Guards the engine and the peer table; never held while a command runs.
+        self._lock = threading.RLock()
+        # Serialises every use of the authenticator (worker, power cycle, admin reads).
+        self.auth_lock = threading.RLock()
+        self._peers: OrderedDict[int, Hashable | None] = OrderedDict()
+        self._queue: queue.Queue[Request | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="softkey-ctaphid", daemon=True)
+        self._ticker = threading.Thread(target=self._tick_loop, name="softkey-tick", daemon=True)
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> HidServer:
+        if not self._started:
+            self._started = True
+            self._worker.start()
+            self._ticker.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Abandon the running command (a presence wait ends) and stop the threads."""
+        with self._lock:
+            self.engine.abort()
+        self._stop.set()
+        self._queue.put(None)
+        if self._started:
+            self._worker.join(timeout)
+            self._ticker.join(timeout)
+
+    def __enter__(self) -> HidServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what the transport calls --------------------------------------------------------
+
+    def feed(self, report: bytes, peer: Hashable | None = None) -> None:
+        """One report from a host; answers go out through ``send`` before this returns."""
+        with self._lock:
+            if len(report) >= 4:
+                (cid,) = struct.unpack_from(">I", report)
+                if cid != BROADCAST_CID:
+                    self._remember_peer(cid, peer)
+            out = self.engine.receive(report, self.clock.monotonic())
+            for answer in out.reports:
+                self._emit(answer, peer)
+            if out.request is not None:
+                self._queue.put(out.request)
+
+    def tick(self) -> None:
+        with self._lock:
+            for report in self.engine.tick(self.clock.monotonic()):
+                self._emit(report, self._peer_of(report))
+
+    def power_cycle(
+        self, *, forget_channels: bool, between: Callable[[], None] | None = None
+    ) -> None:
+        """Cut the power: abandon the running command, then ``authenticator.power_cycle()``.
+
+        ``forget_channels``: a USB replug is a new device, so every channel is gone; a UDP
+        simulator's power cycle keeps them. ``between`` runs while the power is off (UHID
+        destroys and recreates the device there).
+        """
+        with self._lock:
+            self.engine.abort()
+            if forget_channels:
+                self.engine.forget_channels()
+                self._peers.clear()
+        # The worker holds auth_lock while a command runs; the abort above makes a presence
+        # wait return at once, so this waits at most for one command to finish.
+        with self.auth_lock:
+            if between is not None:
+                between()
+            self.authenticator.power_cycle()
+            if self.after_request is not None:
+                self.after_request()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _remember_peer(self, cid: int, peer: Hashable | None) -> None:
+        self._peers.pop(cid, None)
+        self._peers[cid] = peer
+        while len(self._peers) > _MAX_PEERS:
+            self._peers.popitem(last=False)
+
+    def _peer_of(self, report: bytes) -> Hashable | None:
+        (cid,) = struct.unpack_from(">I", report)
+        return self._peers.get(cid)
+
+    def _emit(self, report: bytes, peer: Hashable | None) -> None:
+        try:
+            self._send(report, peer)
+        except OSError as exc:  # the host went away; the device must not
+            log.debug("could not send a report: %s", exc)
+
+    def _keepalive(self, request: Request, status: int) -> None:
+        with self._lock:
+            for report in self.engine.keepalive(request, status, self.clock.monotonic()):
+                self._emit(report, self._peer_of(report))
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_interval):
+            try:
+                self.tick()
+            except Exception:  # pragma: no cover - a bug must not stop keepalives
+                log.exception("CTAPHID tick failed")
+
+    def _work(self) -> None:
+        while True:
+            request = self._queue.get()
+            if request is None:
+                return
+            response = self._execute(request)
+            with self._lock:
+                for report in self.engine.complete(request, response, self.clock.monotonic()):
+                    self._emit(report, self._peer_of(report))
+
+    def _execute(self, request: Request) -> bytes:
+        if request.abandoned:
+            return b""
+        interaction = _RequestInteraction(self, request)
+        with self.auth_lock:
+            try:
+                if request.command == Command.CBOR:
+                    return self.authenticator.handle_cbor(request.payload, interaction)
+                if request.command == Command.MSG:
+                    return self.authenticator.handle_u2f(request.payload, interaction)
+                self.authenticator.wink()
+                return b""
+            except Exception:  # the authenticator promises not to raise; belt and braces
+                log.exception("command 0x%02x failed", request.command)
+                return _SW_UNKNOWN if request.command == Command.MSG else bytes([Status.OTHER])
+            finally:
+                if self.after_request is not None:
+                    try:
+                        self.after_request()
+                    except Exception:  # pragma: no cover
+                        log.exception("after_request hook failed")

@@ -319,7 +319,9 @@ def boot(kdir: Path, initrd: Path, run: Path, timeout: float, memory: int, cpus:
         qemu, "-accel", "tcg", "-m", str(memory), "-smp", str(cpus),
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(kdir / "vmlinuz"), "-initrd", str(initrd),
-        "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+        # The checkout's path lets /init keep it visible when it lies under a directory the
+        # guest mounts afresh (/tmp, /run): CI clones into such places.
+        "-append", f"console=ttyS0 quiet loglevel=3 panic=-1 softkey_checkout={REPO}",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
         "multidevs=remap",
         "-virtfs", f"local,path={run},mount_tag=e2eout,security_model=none,multidevs=remap",

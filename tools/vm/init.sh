@@ -30,6 +30,18 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/ovl/upper,workdir=/ovl/work
     || die "cannot mount the overlay"
 
 for d in proc sys dev tmp run e2e-out; do mkdir -p "/newroot/$d"; done
+
+# A checkout under /tmp or /run would vanish under the fresh tmpfs mounted there below: keep
+# its (writable, overlay) view aside and move it back on top afterwards.
+checkout=$(sed -n 's/.*softkey_checkout=\([^ ]*\).*/\1/p' /proc/cmdline)
+case "$checkout" in
+    /tmp/*|/run/*)
+        mkdir -p /keep
+        mount -o bind "/newroot$checkout" /keep || die "cannot keep the checkout $checkout"
+        ;;
+    *) checkout="" ;;
+esac
+
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
@@ -38,6 +50,10 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
+if [ -n "$checkout" ]; then
+    mkdir -p "/newroot$checkout"
+    mount -o move /keep "/newroot$checkout" || die "cannot restore the checkout $checkout"
+fi
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 e2eout /newroot/e2e-out \
     || die "cannot mount the results share"
 

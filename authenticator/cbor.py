@@ -21,28 +21,47 @@ from typing import Any
 from .ctap import CtapError, Status
 
 MAX_DEPTH = 8
+_TINY = tuple(tuple(bytes([(major << 5) | v]) for v in range(24)) for major in range(8))
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
 
 def _head(major: int, value: int) -> bytes:
     if value < 24:
-        return bytes([(major << 5) | value])
+        return _TINY[major][value]
     if value < 0x100:
         return bytes([(major << 5) | 24, value])
     if value < 0x10000:
-        return bytes([(major << 5) | 25]) + struct.pack(">H", value)
+        return bytes([(major << 5) | 25]) + _U16.pack(value)
     if value < 0x100000000:
-        return bytes([(major << 5) | 26]) + struct.pack(">I", value)
+        return bytes([(major << 5) | 26]) + _U32.pack(value)
     if value < 0x10000000000000000:
-        return bytes([(major << 5) | 27]) + struct.pack(">Q", value)
+        return bytes([(major << 5) | 27]) + _U64.pack(value)
     raise ValueError("integer out of CBOR range")
 
 
-def _sort_key(encoded_key: bytes) -> tuple[int, int, bytes]:
-    return (encoded_key[0] >> 5, len(encoded_key), encoded_key)
+def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
+    """CTAP2 canonical order of an encoded (key, value): major type, length, bytes."""
+    key = item[0]
+    return (key[0] >> 5, len(key), key)
 
 
 def encode(value: Any) -> bytes:
     """Encode a response value in CTAP2 canonical form."""
+    # Exact-type checks first: responses are mostly plain bytes/str/int/dict/list, and
+    # isinstance against the Mapping/Sequence ABCs is slow. Subclasses (IntEnum keys, bool)
+    # and other mappings/sequences take the general path below.
+    kind = type(value)
+    if kind is bytes:
+        return _head(2, len(value)) + value
+    if kind is str:
+        data = value.encode("utf-8")
+        return _head(3, len(data)) + data
+    if kind is int:
+        return _head(0, value) if value >= 0 else _head(1, -1 - value)
+    if kind is dict:
+        return _encode_map(value)
+    if kind is list:
+        return _head(4, len(value)) + b"".join([encode(v) for v in value])
     if value is True:
         return b"\xf5"
     if value is False:
@@ -58,44 +77,48 @@ def encode(value: Any) -> bytes:
         data = value.encode("utf-8")
         return _head(3, len(data)) + data
     if isinstance(value, Mapping):
-        items = sorted(
-            ((encode(k), encode(v)) for k, v in value.items()), key=lambda kv: _sort_key(kv[0])
-        )
-        return _head(5, len(items)) + b"".join(k + v for k, v in items)
+        return _encode_map(value)
     if isinstance(value, Sequence):
-        return _head(4, len(value)) + b"".join(encode(v) for v in value)
+        return _head(4, len(value)) + b"".join([encode(v) for v in value])
     raise TypeError(f"cannot CBOR-encode {type(value).__name__}")
 
 
+def _encode_map(value: Mapping[Any, Any]) -> bytes:
+    items = [(encode(k), encode(v)) for k, v in value.items()]
+    items.sort(key=_item_order)
+    return _head(5, len(items)) + b"".join([k + v for k, v in items])
+
+
 class _Decoder:
+    __slots__ = ("data", "pos", "end")
+
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self.end = len(data)
 
     def _fail(self, why: str) -> CtapError:
         return CtapError(Status.INVALID_CBOR, why)
 
     def _take(self, n: int) -> bytes:
-        if n > len(self.data) - self.pos:
+        pos = self.pos
+        if n > self.end - pos:
             raise self._fail("truncated CBOR item")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
+        self.pos = pos + n
+        return self.data[pos : pos + n]
 
     def _argument(self, info: int) -> int:
-        if info < 24:
-            return info
         if info == 24:
             value = self._take(1)[0]
             minimum = 24
         elif info == 25:
-            value = struct.unpack(">H", self._take(2))[0]
+            value = _U16.unpack(self._take(2))[0]
             minimum = 0x100
         elif info == 26:
-            value = struct.unpack(">I", self._take(4))[0]
+            value = _U32.unpack(self._take(4))[0]
             minimum = 0x10000
         elif info == 27:
-            value = struct.unpack(">Q", self._take(8))[0]
+            value = _U64.unpack(self._take(8))[0]
             minimum = 0x100000000
         else:
             # 28-30 are reserved; 31 is indefinite length, which CTAP2 forbids.
@@ -107,7 +130,11 @@ class _Decoder:
     def item(self, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise self._fail("nesting too deep")
-        initial = self._take(1)[0]
+        pos = self.pos
+        if pos >= self.end:
+            raise self._fail("truncated CBOR item")
+        initial = self.data[pos]
+        self.pos = pos + 1
         major, info = initial >> 5, initial & 0x1F
         if major == 7:
             if info == 20:
@@ -117,11 +144,9 @@ class _Decoder:
             if info == 22:
                 return None
             raise self._fail("unsupported simple value or float")
-        arg = self._argument(info)
+        arg = info if info < 24 else self._argument(info)
         if major == 0:
             return arg
-        if major == 1:
-            return -1 - arg
         if major == 2:
             return self._take(arg)
         if major == 3:
@@ -129,26 +154,30 @@ class _Decoder:
                 return self._take(arg).decode("utf-8")
             except UnicodeDecodeError:
                 raise self._fail("text string is not valid UTF-8") from None
-        if major == 4:
-            if arg > len(self.data) - self.pos:
-                raise self._fail("array longer than message")
-            return [self.item(depth + 1) for _ in range(arg)]
         if major == 5:
-            if arg * 2 > len(self.data) - self.pos:
+            if arg * 2 > self.end - self.pos:
                 raise self._fail("map longer than message")
             result: dict[Any, Any] = {}
             previous: tuple[int, int, bytes] | None = None
+            data = self.data
             for _ in range(arg):
                 start = self.pos
                 key = self.item(depth + 1)
-                if isinstance(key, (list, dict)):
+                if type(key) is list or type(key) is dict:
                     raise self._fail("map key must be a scalar")
-                sort_key = _sort_key(self.data[start : self.pos])
+                encoded = data[start : self.pos]
+                sort_key = (encoded[0] >> 5, len(encoded), encoded)
                 if previous is not None and sort_key <= previous:
                     raise self._fail("map keys not in canonical order or duplicated")
                 previous = sort_key
                 result[key] = self.item(depth + 1)
             return result
+        if major == 1:
+            return -1 - arg
+        if major == 4:
+            if arg > self.end - self.pos:
+                raise self._fail("array longer than message")
+            return [self.item(depth + 1) for _ in range(arg)]
         raise self._fail("tags are not allowed")  # major 6
 
 
@@ -156,6 +185,6 @@ def decode(data: bytes) -> Any:
     """Decode exactly one CTAP2 canonical CBOR item from ``data``."""
     decoder = _Decoder(bytes(data))
     value = decoder.item(1)
-    if decoder.pos != len(decoder.data):
+    if decoder.pos != decoder.end:
         raise CtapError(Status.INVALID_CBOR, "trailing bytes after CBOR item")
     return value

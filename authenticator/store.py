@@ -96,10 +96,24 @@ class Store:
         if self.path is None:
             self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file ourselves so it is 0600 from its first byte.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            # Every directory we create is 0700, not just the last (mkdir(parents=True) gives
+            # intermediate ones the umask's mode, world-writable under umask 0).
+            missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+            for directory in reversed(missing):
+                directory.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(directory, 0o700)
+            # Create the file ourselves so it is 0600 from its first byte. Only if it is
+            # missing: closing any descriptor of an open database drops every POSIX lock this
+            # process holds on it, so another connection here (a second Store on the same
+            # file) would look gone to other processes, and one of them could checkpoint and
+            # delete the WAL under it, losing committed transactions (SQLite's "How To
+            # Corrupt" §2.2; tests/tools/test_crash_safety.py).
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
             os.chmod(self.path, 0o600)
             try:
                 self._db = sqlite3.connect(

@@ -309,6 +309,7 @@ def fill(
     why it stopped (``stopped``: None, or {status, reason}). ``until_full`` ending with
     KEY_STORE_FULL is the normal end, reported with ``full: true``. ``start``: the number of
     the first user (``next_number`` of the previous call) instead of scanning the slots.
+    ``on_created(n)`` hears how many credentials are made, only once they are committed.
     """
     if count is None and auth.profile.rk_capacity is None:
         raise AdminError(
@@ -359,8 +360,10 @@ def fill(
                 break
             created.append(name)
             number += 1
-            if on_created is not None:
-                on_created(len(created))
+            if on_created is not None and pin_auth is not None:
+                on_created(len(created))  # this request's own transaction has committed
+    if on_created is not None and pin_auth is None and created:
+        on_created(len(created))  # the batch commits as the `with` ends: report only now
     usage = slot_usage(auth)
     full = stopped is not None and stopped["status"] == status_name(Status.KEY_STORE_FULL)
     return {

@@ -105,25 +105,6 @@ class KeyRef:
             return None
 
 
-def key_options(f: F) -> F:
-    """--key/--state, also from SOFTKEY_KEY / SOFTKEY_STATE (an explicit option wins)."""
-    f = click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar=paths.STATE_ENV,
-        help="State file of the key (instead of --key).",
-    )(f)
-    f = click.option(
-        "--key",
-        "key_name",
-        metavar="NAME",
-        envvar=paths.KEY_ENV,
-        help=f"Which key: $XDG_DATA_HOME/softkey/NAME.sqlite3 (default {paths.DEFAULT_KEY!r}).",
-    )(f)
-    return f
-
-
 def resolve_key(key_name: str | None, state_path: Path | None) -> KeyRef:
     ctx = click.get_current_context()
     if key_name is not None and state_path is not None:
@@ -300,7 +281,7 @@ def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
 
 
 @cli.command()
-@key_options
+@paths.key_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     """Profile, AAGUID, versions, slots, PIN and counters of a key."""
@@ -438,7 +419,7 @@ def credentials() -> None:
 
 
 @credentials.command("list")
-@key_options
+@paths.key_options
 @click.option("--rp", metavar="RP_ID", help="Only credentials of this relying party.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def credentials_list(
@@ -469,7 +450,7 @@ def credentials_list(
 
 
 @credentials.command("delete")
-@key_options
+@paths.key_options
 @click.argument("prefixes", nargs=-1, metavar="[ID-PREFIX]...")
 @click.option("--rp", metavar="RP_ID", help="Delete every credential of this relying party.")
 @click.option("--all", "delete_all", is_flag=True, help="Delete every resident credential.")
@@ -518,7 +499,8 @@ def _progress(total: int | None, label: str) -> Any:
     """A click progress bar on a terminal; a no-op elsewhere (CI logs stay clean)."""
     if total is None or not sys.stderr.isatty():
         return None
-    return click.progressbar(length=total, label=label, file=sys.stderr)
+    # show_pos: "250/1000", counted only after each chunk is committed (crash-safe).
+    return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
 
 def _needs_pin(backend: Backend) -> str | None:
@@ -529,7 +511,7 @@ def _needs_pin(backend: Backend) -> str | None:
 
 
 @cli.command()
-@key_options
+@paths.key_options
 @click.option(
     "--profile", metavar="PROFILE", help="Profile for a new key (see `softkey profiles`)."
 )
@@ -629,7 +611,7 @@ def fill(
 
 
 @cli.command("add-credential")
-@key_options
+@paths.key_options
 @click.option("--profile", metavar="PROFILE", help="Profile for a new key.")
 @click.option("--rp", required=True, metavar="RP_ID", help="Relying party ID.")
 @click.option(
@@ -715,7 +697,7 @@ def add_credential(
 
 
 @cli.command()
-@key_options
+@paths.key_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def reset(key_name: str | None, state_path: Path | None, yes: bool) -> None:
     """Factory-reset a key: new master key, no resident credentials, no PIN."""
@@ -745,7 +727,7 @@ def pin() -> None:
 
 
 @pin.command("status")
-@key_options
+@paths.key_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pin_status(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     """Is a PIN set, and how many retries are left?"""
@@ -762,7 +744,7 @@ def pin_status(key_name: str | None, state_path: Path | None, as_json: bool) -> 
 
 
 @pin.command("set")
-@key_options
+@paths.key_options
 def pin_set(key_name: str | None, state_path: Path | None) -> None:
     """Set the first PIN of a key."""
     ref = resolve_key(key_name, state_path)
@@ -775,7 +757,7 @@ def pin_set(key_name: str | None, state_path: Path | None) -> None:
 
 
 @pin.command("change")
-@key_options
+@paths.key_options
 def pin_change(key_name: str | None, state_path: Path | None) -> None:
     """Change the PIN (the current one is needed)."""
     ref = resolve_key(key_name, state_path)
@@ -792,7 +774,7 @@ def pin_change(key_name: str | None, state_path: Path | None) -> None:
 
 
 @cli.command("export")
-@key_options
+@paths.key_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--passphrase",
@@ -838,7 +820,7 @@ def export_cmd(
 
 
 @cli.command("import")
-@key_options
+@paths.key_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--passphrase",
@@ -884,7 +866,7 @@ def attestation() -> None:
 
 
 @attestation.command("export-ca")
-@key_options
+@paths.key_options
 @click.option(
     "--output",
     "-o",

@@ -11,7 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import click
 
 DEFAULT_KEY = "default"
 STATE_SUFFIX = ".sqlite3"
@@ -117,3 +121,25 @@ def list_key_states() -> list[Path]:
         for p in directory.iterdir()
         if p.is_file() and p.name.endswith(STATE_SUFFIX) and key_name(p) is not None
     )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def key_options(f: F) -> F:
+    """--key/--state, also from SOFTKEY_KEY / SOFTKEY_STATE (an explicit option wins)."""
+    f = click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=STATE_ENV,
+        help="State file of the key (instead of --key).",
+    )(f)
+    f = click.option(
+        "--key",
+        "key_name",
+        metavar="NAME",
+        envvar=KEY_ENV,
+        help=f"Which key: $XDG_DATA_HOME/softkey/NAME.sqlite3 (default {DEFAULT_KEY!r}).",
+    )(f)
+    return f

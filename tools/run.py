@@ -295,24 +295,6 @@ def _key_hint(state: Path) -> str:
     return "" if name == paths.DEFAULT_KEY else f" --key {name}"
 
 
-def key_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar=paths.STATE_ENV,
-        help="State file of the key (instead of --key).",
-    )(f)
-    f = click.option(
-        "--key",
-        "key_name",
-        metavar="NAME",
-        envvar=paths.KEY_ENV,
-        help=f"Which key: $XDG_DATA_HOME/softkey/NAME.sqlite3 (default {paths.DEFAULT_KEY!r}).",
-    )(f)
-    return f
-
-
 def _resolve(key_name: str | None, state_path: Path | None) -> Path:
     if key_name is not None and state_path is not None:
         # One from the environment, one on the command line: the command line wins (the
@@ -352,7 +334,7 @@ def _resolve(key_name: str | None, state_path: Path | None) -> Path:
     show_default=True,
     help="UDP address to listen on (keep it local: anyone who reaches it can use the key).",
 )
-@key_options
+@paths.key_options
 @click.option(
     "--profile",
     metavar="PROFILE",
@@ -634,7 +616,7 @@ def call_running(state: Path, op: str, **params: Any) -> dict[str, Any]:
 
 
 @click.command("status")
-@key_options
+@paths.key_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     """Is the key running? Transport, profile, pending touch request, slots."""
@@ -679,7 +661,7 @@ def status(key_name: str | None, state_path: Path | None, as_json: bool) -> None
 
 def _decision_command(name: str, approve: bool) -> click.Command:
     @click.command(name)
-    @key_options
+    @paths.key_options
     @click.option(
         "--wait",
         type=click.FloatRange(0, 300),
@@ -706,7 +688,7 @@ deny = _decision_command("deny", approve=False)
 
 
 @click.command("replug")
-@key_options
+@paths.key_options
 def replug(key_name: str | None, state_path: Path | None) -> None:
     """Unplug the running key and plug it back in (a power cycle)."""
     state = _resolve(key_name, state_path)

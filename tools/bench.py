@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,6 +39,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from authenticator import Authenticator
 from authenticator.cbor import encode
+
+if TYPE_CHECKING:
+    from fido2.ctap2 import Ctap2
 
 ROOT = Path(__file__).resolve().parents[1]
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
@@ -163,6 +166,34 @@ def _ratio_row(name: str, floor: float, subject: float, which: str, note: str = 
     return Row(name, subject, ratio=subject / floor, ratio_to=f"{which} floor", note=note)
 
 
+def ctap2_rows(
+    ctap: Ctap2, mc_label: tuple[str, str], ga_label: tuple[str, str], repeat: int, inner: int
+) -> list[Row]:
+    """makeCredential and getAssertion through a python-fido2 client, against the floors."""
+    users = iter([{"id": b"c%d" % i} for i in range(repeat * inner * 2 + 2)])
+    rp = {"id": BENCH_RP}
+    f, s = paired(
+        floor_make_credential,
+        lambda: ctap.make_credential(b"\0" * 32, rp, next(users), ES256),
+        repeat,
+        inner,
+    )
+    rows = [_ratio_row(mc_label[0], f, s, "mc", mc_label[1])]
+    cred = ctap.make_credential(b"\0" * 32, rp, {"id": b"g"}, ES256)
+    assert cred.auth_data.credential_data is not None
+    allow: list[Mapping[str, Any]] = [
+        {"type": "public-key", "id": cred.auth_data.credential_data.credential_id}
+    ]
+    f, s = paired(
+        floor_get_assertion,
+        lambda: ctap.get_assertion(BENCH_RP, b"\0" * 32, allow),
+        repeat,
+        inner,
+    )
+    rows.append(_ratio_row(ga_label[0], f, s, "ga", ga_label[1]))
+    return rows
+
+
 def bench_in_process(repeat: int, inner: int) -> list[Row]:
     floor_mc = median_time(floor_make_credential, repeat, inner)
     floor_ga = median_time(floor_get_assertion, repeat, inner)
@@ -215,36 +246,16 @@ def bench_in_process(repeat: int, inner: int) -> list[Row]:
 
     from transports.inprocess import VirtualCtapDevice
 
-    ctap = Ctap2(VirtualCtapDevice(auth))
-    users = iter([{"id": b"c%d" % i} for i in range(total)])
-    rp = {"id": BENCH_RP}
-    f, s = paired(
-        floor_make_credential,
-        lambda: ctap.make_credential(b"\0" * 32, rp, next(users), ES256),
-        repeat,
-        inner,
-    )
-    rows.append(
-        _ratio_row(
+    rows += ctap2_rows(
+        Ctap2(VirtualCtapDevice(auth)),
+        (
             "python-fido2 Ctap2.make_credential, in-process",
-            f,
-            s,
-            "mc",
             "includes python-fido2's request encoding and response parsing",
-        )
-    )
-    cred = ctap.make_credential(b"\0" * 32, rp, {"id": b"g"}, ES256)
-    assert cred.auth_data.credential_data is not None
-    allow: list[Mapping[str, Any]] = [
-        {"type": "public-key", "id": cred.auth_data.credential_data.credential_id}
-    ]
-    f, s = paired(
-        floor_get_assertion,
-        lambda: ctap.get_assertion(BENCH_RP, b"\0" * 32, allow),
+        ),
+        ("python-fido2 Ctap2.get_assertion, in-process", ""),
         repeat,
         inner,
     )
-    rows.append(_ratio_row("python-fido2 Ctap2.get_assertion, in-process", f, s, "ga"))
     auth.close()
     return rows
 
@@ -354,43 +365,18 @@ def bench_udp(repeat: int, inner: int) -> list[Row]:
             if not _init_reply(port, 20):
                 return [Row("CTAPHID over UDP", note="the key did not start")]
             device = open_udp_device("127.0.0.1", port, timeout=30)
-            ctap = Ctap2(device)
-            users = iter([{"id": b"u%d" % i} for i in range(repeat * inner)])
-            rp = {"id": BENCH_RP}
-            f, s = paired(
-                floor_make_credential,
-                lambda: ctap.make_credential(b"\0" * 32, rp, next(users), ES256),
-                repeat,
-                inner,
-            )
-            rows.append(
-                _ratio_row(
+            rows += ctap2_rows(
+                Ctap2(device),
+                (
                     "UDP makeCredential round trip (python-fido2 client)",
-                    f,
-                    s,
-                    "mc",
                     "softkey run process, file state",
-                )
-            )
-            att = ctap.make_credential(b"\0" * 32, rp, {"id": b"g"}, ES256)
-            assert att.auth_data.credential_data is not None
-            allow: list[Mapping[str, Any]] = [
-                {"type": "public-key", "id": att.auth_data.credential_data.credential_id}
-            ]
-            f, s = paired(
-                floor_get_assertion,
-                lambda: ctap.get_assertion(BENCH_RP, b"\0" * 32, allow),
+                ),
+                (
+                    "UDP getAssertion round trip (python-fido2 client)",
+                    "counter committed per signature",
+                ),
                 repeat,
                 inner,
-            )
-            rows.append(
-                _ratio_row(
-                    "UDP getAssertion round trip (python-fido2 client)",
-                    f,
-                    s,
-                    "ga",
-                    "counter committed per signature",
-                )
             )
             payload = os.urandom(1024)
             ping = median_time(lambda: device.ping(payload), repeat, inner)

@@ -40,6 +40,25 @@ def sign(ctap: Ctap2, cred: bytes) -> int:
     ).auth_data.counter
 
 
+def _register(auth: Authenticator):
+    """Register one credential through Fido2Client; py_webauthn verifies the registration."""
+    client = Fido2Client(VirtualCtapDevice(auth), DefaultClientDataCollector(ORIGIN))
+    server = Fido2Server(RP)
+    options, _ = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"u", name="u", display_name="U"),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    registration = client.make_credential(options.public_key)
+    reg = verify_registration_response(
+        credential=dict(registration),
+        expected_challenge=options.public_key.challenge,
+        expected_rp_id="example.com",
+        expected_origin=ORIGIN,
+    )
+    cred = registration.response.attestation_object.auth_data.credential_data
+    return client, server, reg, cred
+
+
 def test_per_credential_is_the_default_and_independent() -> None:
     auth = Authenticator()
     assert auth.counter_mode is CounterMode.PER_CREDENTIAL
@@ -62,20 +81,7 @@ def test_global_counter_is_shared_by_all_credentials_and_u2f() -> None:
 
 def test_zero_mode_always_signs_zero_and_rps_accept_it() -> None:
     auth = Authenticator(counter_mode="zero")
-    client = Fido2Client(VirtualCtapDevice(auth), DefaultClientDataCollector(ORIGIN))
-    server = Fido2Server(RP)
-    options, state = server.register_begin(
-        PublicKeyCredentialUserEntity(id=b"u", name="u", display_name="U"),
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    registration = client.make_credential(options.public_key)
-    reg = verify_registration_response(
-        credential=dict(registration),
-        expected_challenge=options.public_key.challenge,
-        expected_rp_id="example.com",
-        expected_origin=ORIGIN,
-    )
-    cred = registration.response.attestation_object.auth_data.credential_data
+    client, server, reg, cred = _register(auth)
     for _ in range(3):
         request, _ = server.authenticate_begin(
             [cred], user_verification=UserVerificationRequirement.DISCOURAGED
@@ -142,20 +148,7 @@ def test_set_counter_in_global_mode_sets_the_device_counter() -> None:
 def test_set_counter_drives_rp_clone_detection() -> None:
     """An RP test rewinds the counter and expects its clone detection to fire."""
     auth = Authenticator()
-    client = Fido2Client(VirtualCtapDevice(auth), DefaultClientDataCollector(ORIGIN))
-    server = Fido2Server(RP)
-    options, _ = server.register_begin(
-        PublicKeyCredentialUserEntity(id=b"u", name="u", display_name="U"),
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    registration = client.make_credential(options.public_key)
-    reg = verify_registration_response(
-        credential=dict(registration),
-        expected_challenge=options.public_key.challenge,
-        expected_rp_id="example.com",
-        expected_origin=ORIGIN,
-    )
-    cred = registration.response.attestation_object.auth_data.credential_data
+    client, server, reg, cred = _register(auth)
 
     def login(stored_count: int) -> int:
         request, _ = server.authenticate_begin(

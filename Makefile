@@ -27,14 +27,14 @@ test: $(STAMP)
 
 ## Speed, as ratios to crypto floors; writes docs/benchmarks.md. BENCH_ARGS="--quick" for a smoke run.
 bench: $(STAMP)
-	$(PY) -m tools.bench --write $(BENCH_ARGS)
+	$(PY) -m softkey.tools.dev.bench --write $(BENCH_ARGS)
 
 ## Fuzz every input (CTAP2, U2F, CTAPHID, UHID) for FUZZ_MINUTES (default 5) and report cases
 ## tried and failures; atheris (libFuzzer) when it installs, else hypothesis. FUZZ_ARGS="--help".
 FUZZ_MINUTES ?= 5
 fuzz: $(STAMP)
 	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet atheris 2>/dev/null || echo "atheris did not install here; fuzzing with hypothesis instead"
-	$(PY) -m tools.fuzz --minutes $(FUZZ_MINUTES) $(FUZZ_ARGS)
+	$(PY) -m softkey.tools.dev.fuzz --minutes $(FUZZ_MINUTES) $(FUZZ_ARGS)
 
 ## Real kernel, real clients: softkey over UHID in a qemu VM (docs/e2e.md). E2E_ARGS="--help".
 e2e: $(STAMP)

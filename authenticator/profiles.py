@@ -3,7 +3,7 @@
 Base profiles follow the table in DESIGN.md; presets add the slot capacities the seeds cite
 (YubiKey 5: 25, SoloKey: 50, Nitrokey 3: 10, Nitrokey FIDO2: 8). What a CTAP version adds
 (PIN protocol 2, permission-scoped tokens, makeCredUvNotRqd, authenticatorConfig) is set per
-version in ``_base``; docs/profiles.md (tools/gen_profiles_doc.py) shows each getInfo.
+version in ``_base``; docs/profiles.md (tools/dev/gen_profiles_doc.py) shows each getInfo.
 AAGUIDs are our own (stable per profile), never a real vendor's: an RP checking metadata
 must not mistake the emulator for real hardware.
 """

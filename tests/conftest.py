@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator, FakeClock
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.transports.inprocess import VirtualCtapDevice
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from authenticator import Authenticator, AutoPresence, Status, cbor, cose
-from authenticator.ctap import CoseAlg
-from authenticator.keywrap import CRED_RANDOM_LEN, CredentialSecrets
-from authenticator.store import ResidentCredential
-from tools.trace import status_name
+from softkey.authenticator import Authenticator, AutoPresence, Status, cbor, cose
+from softkey.authenticator.ctap import CoseAlg
+from softkey.authenticator.keywrap import CRED_RANDOM_LEN, CredentialSecrets
+from softkey.authenticator.store import ResidentCredential
+from softkey.tools.trace import status_name
 
 DEFAULT_FILL_RP = "fill.softkey.test"
 DEFAULT_USER_PREFIX = "user"
@@ -250,7 +250,7 @@ class _PinAuth:
         from fido2.ctap import CtapError as Fido2CtapError
         from fido2.ctap2 import ClientPin, Ctap2
 
-        from transports.inprocess import VirtualCtapDevice
+        from softkey.transports.inprocess import VirtualCtapDevice
 
         client_pin = ClientPin(Ctap2(VirtualCtapDevice(self.auth)))
         try:
@@ -543,7 +543,7 @@ def _pin_api(auth: Authenticator, name: str) -> Callable[..., Any]:
 
 
 def _pin_call(fn: Callable[..., Any], *args: str) -> None:
-    from authenticator import CtapError
+    from softkey.authenticator import CtapError
 
     try:
         fn(*args)

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from tools import paths
+from softkey.tools import paths
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def cli() -> None:
 )
 def demo(profile: str) -> None:
     """Tell the seeds' story: resident slots fill up, reset kills non-resident keys."""
-    from tools.demo import run_demo
+    from softkey.tools.demo import run_demo
 
     run_demo(profile)
 
@@ -146,7 +146,7 @@ def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
 
 class OfflineBackend(Backend):
     def __init__(self, ref: KeyRef, profile: str | None = None) -> None:
-        from authenticator import Authenticator, StateError
+        from softkey.authenticator import Authenticator, StateError
 
         self.ref = ref
         try:
@@ -157,7 +157,7 @@ class OfflineBackend(Backend):
             raise CliUsageError(str(exc)) from None
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        from tools.admin import dispatch
+        from softkey.tools.admin import dispatch
 
         return _raise_for(dispatch(self.auth, op, args))
 
@@ -184,7 +184,7 @@ AdminCall = Callable[[str, dict[str, Any]], dict[str, Any]]
 def running_admin(ref: KeyRef) -> tuple[bool, AdminCall | None]:
     """(is the key running?, a function making admin calls through its socket, or None when
     the running key does not offer them)."""
-    from transports import control
+    from softkey.transports import control
 
     sock = ref.socket()
     if sock is None or not sock.exists():
@@ -331,8 +331,8 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def keys(as_json: bool) -> None:
     """List the named keys under $XDG_DATA_HOME/softkey."""
-    from authenticator.profiles import PROFILES
-    from tools.state_export import ExportError, peek
+    from softkey.authenticator.profiles import PROFILES
+    from softkey.tools.state_export import ExportError, peek
 
     rows = []
     for state in paths.list_key_states():
@@ -371,9 +371,9 @@ def keys(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def profiles(as_json: bool) -> None:
     """List profiles and presets with what their getInfo says."""
-    from authenticator import Authenticator
-    from authenticator.profiles import DEFAULT_PROFILE, PROFILES
-    from tools import admin
+    from softkey.authenticator import Authenticator
+    from softkey.authenticator.profiles import DEFAULT_PROFILE, PROFILES
+    from softkey.tools import admin
 
     rows = []
     for name in PROFILES:
@@ -603,7 +603,7 @@ def fill(
     if stopped is None or (full_status and until_full):
         return
     if full_status:
-        from tools.admin import slots_full_message
+        from softkey.tools.admin import slots_full_message
 
         raise CliError(slots_full_message(result["used"], result["capacity"]))
     reason = f" ({stopped['reason']})" if stopped["reason"] else ""
@@ -793,7 +793,7 @@ def export_cmd(
     as_json: bool,
 ) -> None:
     """Write the whole key state (master key included) to FILE, mode 0600."""
-    from tools.state_export import ExportError, export_state
+    from softkey.tools.state_export import ExportError, export_state
 
     ref = resolve_key(key_name, state_path)
     if not ref.exists():
@@ -839,7 +839,7 @@ def import_cmd(
     as_json: bool,
 ) -> None:
     """Create a key from an export FILE (refuses to overwrite an existing key without --force)."""
-    from tools.state_export import ExportError, import_state, is_encrypted, read_export
+    from softkey.tools.state_export import ExportError, import_state, is_encrypted, read_export
 
     ref = resolve_key(key_name, state_path)
     running, _ = running_admin(ref)
@@ -898,7 +898,7 @@ def attestation_export_ca(
 
 # -- registration of the commands other modules own ------------------------------------------------
 # (`softkey run` and the control verbs: status, touch, deny, replug live in tools/run.py)
-from tools.run import COMMANDS as _RUN_COMMANDS  # noqa: E402
+from softkey.tools.run import COMMANDS as _RUN_COMMANDS  # noqa: E402
 
 for _command in _RUN_COMMANDS:
     cli.add_command(_command)

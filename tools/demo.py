@@ -16,8 +16,8 @@ import click
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 

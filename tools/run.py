@@ -28,11 +28,11 @@ from typing import Any, Protocol, TextIO
 
 import click
 
-from authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
-from authenticator.environment import Presence
-from tools import paths
-from transports import control
-from transports.presence import (
+from softkey.authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
+from softkey.authenticator.environment import Presence
+from softkey.tools import paths
+from softkey.transports import control
+from softkey.transports.presence import (
     DEFAULT_TIMEOUT,
     Announcer,
     Prompt,
@@ -40,7 +40,7 @@ from transports.presence import (
     WaitingPresence,
     describe,
 )
-from transports.server import HidServer
+from softkey.transports.server import HidServer
 
 PRESENCE_MODES = ("prompt", "wait", "auto", "deny")
 ADMIN_LOCK_TIMEOUT = 5.0
@@ -185,7 +185,7 @@ class RunningKey:
         return {"power_cycles": self.power_cycles}
 
     def admin(self, request: dict[str, Any]) -> dict[str, Any]:
-        from tools.admin import dispatch
+        from softkey.tools.admin import dispatch
 
         name = request.get("name")
         args = request.get("args") or {}
@@ -401,7 +401,7 @@ def run(
 
     uhid_fd: int | None = None
     if transport == "uhid":
-        from transports.uhid import UhidUnavailable, open_uhid
+        from softkey.transports.uhid import UhidUnavailable, open_uhid
 
         try:
             uhid_fd = open_uhid(uhid_device)
@@ -427,7 +427,7 @@ def run(
             raise click.BadParameter(str(exc), param_hint="--profile") from None
         resources.append(auth.close)
         if trace:
-            from tools.trace import install_trace
+            from softkey.tools.trace import install_trace
 
             install_trace(auth, lambda line: click.echo(f"softkey: trace: {line}", err=True))
         _serve(
@@ -471,7 +471,7 @@ def _serve(
     transport: Transport
     plug: Callable[[], None] | None = None
     if transport_name == "udp":
-        from transports.udp import UdpTransport
+        from softkey.transports.udp import UdpTransport
 
         try:
             udp = UdpTransport(auth, host, port, after_request=key.refresh_slots)
@@ -493,7 +493,7 @@ def _serve(
         )
         transport = udp
     else:
-        from transports.uhid import DeviceInfo, UhidDevice, find_hidraw
+        from softkey.transports.uhid import DeviceInfo, UhidDevice, find_hidraw
 
         assert uhid_fd is not None
         device_info = DeviceInfo(

@@ -40,8 +40,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from authenticator import Authenticator, StateError
-from authenticator.store import SCHEMA_VERSION, Store
+from softkey.authenticator import Authenticator, StateError
+from softkey.authenticator.store import SCHEMA_VERSION, Store
 
 FORMAT = "softkey-state-export"
 VERSION = 1

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import cbor2
 
-from authenticator.ctap import Status
+from softkey.authenticator.ctap import Status
 
 COMMANDS: dict[Any, str] = {
     0x01: "makeCredential",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, unique
 
-from authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
+from softkey.authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
 
 REPORT_SIZE = 64
 BROADCAST_CID = 0xFFFFFFFF

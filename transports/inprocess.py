@@ -18,8 +18,8 @@ from fido2.ctap import STATUS, CtapDevice, CtapError
 from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from authenticator import Authenticator
-from authenticator.environment import Clock
+from softkey.authenticator import Authenticator
+from softkey.authenticator.environment import Clock
 
 from .ctaphid import REPORT_SIZE, CtapHidEngine
 from .server import HidServer

@@ -14,7 +14,7 @@ import select
 import threading
 from typing import Protocol, TextIO
 
-from authenticator.environment import (
+from softkey.authenticator.environment import (
     KEEPALIVE_UPNEEDED,
     Clock,
     Interaction,

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from fido2.client import Fido2Client
     from fido2.ctap2 import Ctap2
 
-    from authenticator import Authenticator, FakeClock, PresenceRequest, ScriptedPresence
-    from transports.inprocess import VirtualCtapDevice
+    from softkey.authenticator import Authenticator, FakeClock, PresenceRequest, ScriptedPresence
+    from softkey.transports.inprocess import VirtualCtapDevice
 
 DEFAULT_ORIGIN = "https://example.com"
 DEFAULT_PROFILE = "ctap2.1"
@@ -83,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _verdict(name: str) -> Any:
-    from authenticator import Verdict
+    from softkey.authenticator import Verdict
 
     mapping = {
         "approve": Verdict.APPROVED,
@@ -128,7 +128,7 @@ class SoftKey:
     ) -> None:
         from fido2.client import DefaultClientDataCollector, Fido2Client
 
-        from transports.inprocess import VirtualCtapDevice
+        from softkey.transports.inprocess import VirtualCtapDevice
 
         self.authenticator = authenticator
         self.clock = clock
@@ -253,7 +253,7 @@ def make_softkey(
     (e.g. made by `softkey import`) copied into ``workdir`` for this key alone, so every test
     starts from the same known key and none can change it for the next.
     """
-    from authenticator import Authenticator, FakeClock, ScriptedPresence
+    from softkey.authenticator import Authenticator, FakeClock, ScriptedPresence
 
     clock = FakeClock()
     scripted = ScriptedPresence(default=_verdict(presence))

@@ -18,9 +18,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from authenticator import Authenticator
-from authenticator.ctap import Status
-from authenticator.environment import Clock, SystemClock
+from softkey.authenticator import Authenticator
+from softkey.authenticator.ctap import Status
+from softkey.authenticator.environment import Clock, SystemClock
 
 from .ctaphid import BROADCAST_CID, Command, CtapHidEngine, Request
 

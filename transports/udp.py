@@ -19,8 +19,8 @@ from collections.abc import Callable, Hashable
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from authenticator import Authenticator
-from authenticator.environment import Clock
+from softkey.authenticator import Authenticator
+from softkey.authenticator.environment import Clock
 
 from .ctaphid import REPORT_SIZE, CtapHidEngine
 from .server import HidServer

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from enum import IntEnum, unique
 from pathlib import Path
 
-from authenticator import Authenticator
-from authenticator.environment import Clock
+from softkey.authenticator import Authenticator
+from softkey.authenticator.environment import Clock
 
 from .ctaphid import REPORT_SIZE, CtapHidEngine
 from .server import HidServer

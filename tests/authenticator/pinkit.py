@@ -14,10 +14,10 @@ from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocol, PinProtocolV1, PinProtocolV2
 
-from authenticator import Authenticator, FakeClock
-from authenticator.cbor import encode
-from authenticator.profiles import Profile
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.authenticator.cbor import encode
+from softkey.authenticator.profiles import Profile
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR

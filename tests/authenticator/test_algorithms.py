@@ -17,8 +17,8 @@ from fido2.webauthn import (
 )
 from webauthn import verify_authentication_response, verify_registration_response
 
-from authenticator import PROFILES, Authenticator
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import PROFILES, Authenticator
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ORIGIN = "https://example.com"
 RP = PublicKeyCredentialRpEntity(id="example.com", name="Example")

@@ -28,10 +28,10 @@ from fido2.webauthn import (
 from webauthn import verify_registration_response
 from webauthn.helpers.exceptions import InvalidRegistrationResponse
 
-from authenticator import Authenticator
-from authenticator import attestation as att_mod
-from authenticator.store import Store
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.authenticator import attestation as att_mod
+from softkey.authenticator.store import Store
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ORIGIN = "https://example.com"
 RP = PublicKeyCredentialRpEntity(id="example.com", name="Example")

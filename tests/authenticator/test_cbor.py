@@ -8,8 +8,8 @@ from fido2 import cbor as fido2_cbor
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authenticator import cbor
-from authenticator.ctap import CtapError, Status
+from softkey.authenticator import cbor
+from softkey.authenticator.ctap import CtapError, Status
 
 scalars = (
     st.integers(min_value=-(2**63), max_value=2**64 - 1)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fido2.ctap2.config import Config
 
-from authenticator import Status, get_profile
-from authenticator.cbor import encode
-from authenticator.config import ConfigCmd, SetMinPinLengthKey, min_pin_length_rp_ids
+from softkey.authenticator import Status, get_profile
+from softkey.authenticator.cbor import encode
+from softkey.authenticator.config import ConfigCmd, SetMinPinLengthKey, min_pin_length_rp_ids
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402

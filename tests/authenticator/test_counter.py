@@ -20,9 +20,9 @@ from fido2.webauthn import (
 from webauthn import verify_authentication_response, verify_registration_response
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 
-from authenticator import Authenticator
-from authenticator.counters import CounterMode
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.authenticator.counters import CounterMode
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 ORIGIN = "https://example.com"

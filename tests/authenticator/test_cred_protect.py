@@ -102,7 +102,7 @@ def test_unknown_level_is_ignored(key: Key) -> None:
 
 
 def test_level_survives_a_restart(tmp_path) -> None:
-    from authenticator import Authenticator, FakeClock
+    from softkey.authenticator import Authenticator, FakeClock
 
     state = tmp_path / "key.db"
     key = Key(Authenticator("ctap2.1", state=state), FakeClock())

@@ -13,14 +13,14 @@ import pytest
 from fido2.cose import CoseKey
 from fido2.ctap2.credman import CredentialManagement
 
-from authenticator import Status
-from authenticator.credman import (
+from softkey.authenticator import Status
+from softkey.authenticator.credman import (
     CredMgmtCmd,
     CredMgmtKey,
     CredMgmtParamKey,
     CredMgmtResponseKey,
 )
-from authenticator.ctap2 import rp_id_hash
+from softkey.authenticator.ctap2 import rp_id_hash
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402
@@ -174,7 +174,7 @@ def test_preview_has_no_update_user_information() -> None:
     # Sent anyway, the preview command does not know the subcommand.
     cp = cm.pin_uv
     params = {2: entry[R.CREDENTIAL_ID], 3: {"id": b"alice", "name": "x"}}
-    from authenticator.cbor import encode
+    from softkey.authenticator.cbor import encode
 
     param = cp.protocol.authenticate(cp.token, b"\x07" + encode(params))
     response = raw(key.auth, 0x41, {1: 7, 2: params, 3: 1, 4: param})
@@ -264,7 +264,7 @@ def test_pin_uv_auth_param_is_required_and_checked() -> None:
     # The MAC covers the parameters: a MAC for one RP's hash does not enumerate another.
     cm = manager(key)
     cp = cm.pin_uv
-    from authenticator.cbor import encode
+    from softkey.authenticator.cbor import encode
 
     mac = cp.protocol.authenticate(cp.token, b"\x04" + encode({1: rp_id_hash("x.example")}))
     response = raw(auth, 0x0A, {1: 4, 2: {1: rp_id_hash(RP_ID)}, 3: 2, 4: mac})

@@ -29,9 +29,9 @@ from fido2.webauthn import (
 )
 from webauthn import verify_authentication_response, verify_registration_response
 
-from authenticator import Authenticator, FakeClock, ScriptedPresence, Verdict
-from authenticator import ctap1 as u2f
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, FakeClock, ScriptedPresence, Verdict
+from softkey.authenticator import ctap1 as u2f
+from softkey.transports.inprocess import VirtualCtapDevice
 
 APPID = "https://example.com/u2f/appid.json"
 APP = hashlib.sha256(APPID.encode()).digest()
@@ -414,7 +414,7 @@ def test_fido2_client_over_u2f_only_verifies_with_fido2_server_and_py_webauthn()
 
 def test_u2f_over_the_real_ctaphid_framing() -> None:
     """CTAPHID_MSG through transports/ctaphid.py: INIT, fragmented responses, status words."""
-    from transports.inprocess import InProcessHid
+    from softkey.transports.inprocess import InProcessHid
 
     with InProcessHid(Authenticator()) as port:
         device = port.open_device()

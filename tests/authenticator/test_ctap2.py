@@ -10,8 +10,8 @@ from fido2.cose import CoseKey
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator, FakeClock, FixedPresence, ScriptedPresence, Verdict
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, FakeClock, FixedPresence, ScriptedPresence, Verdict
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fido2.ctap import CtapError as Fido2Error
 from fido2.ctap2 import Ctap2
 
-from authenticator.ctap import Cmd, Status
+from softkey.authenticator.ctap import Cmd, Status
 
 _RENAMED_CMDS = {
     "CREDENTIAL_MANAGEMENT": "CREDENTIAL_MGMT",

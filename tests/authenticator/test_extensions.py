@@ -24,11 +24,11 @@ from fido2.webauthn import (
 )
 from webauthn import verify_authentication_response, verify_registration_response
 
-from authenticator import PROFILES
-from authenticator import extensions as ext
-from authenticator.cbor import decode
-from authenticator.ctap import Cmd
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import PROFILES
+from softkey.authenticator import extensions as ext
+from softkey.authenticator.cbor import decode
+from softkey.authenticator.ctap import Cmd
+from softkey.transports.inprocess import VirtualCtapDevice
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402
@@ -390,7 +390,7 @@ def test_large_blob_key_rules() -> None:
 
 
 def test_extension_errors_come_before_the_touch() -> None:
-    from authenticator import ScriptedPresence
+    from softkey.authenticator import ScriptedPresence
 
     presence = ScriptedPresence()
     key = new_key(presence=presence)

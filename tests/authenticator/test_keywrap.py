@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authenticator import cose
-from authenticator.keywrap import MAX_ID_LEN, CredentialSecrets, KeyWrapper
+from softkey.authenticator import cose
+from softkey.authenticator.keywrap import MAX_ID_LEN, CredentialSecrets, KeyWrapper
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "credential-id.md"
 

@@ -24,10 +24,10 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator import Authenticator, get_profile
-from authenticator import large_blobs as lb
-from authenticator.ctap import MAX_MSG_SIZE, Cmd
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, get_profile
+from softkey.authenticator import large_blobs as lb
+from softkey.authenticator.ctap import MAX_MSG_SIZE, Cmd
+from softkey.transports.inprocess import VirtualCtapDevice
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402

@@ -9,9 +9,9 @@ from fido2.ctap2 import Ctap2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, Status
-from authenticator.cbor import encode
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, Status
+from softkey.authenticator.cbor import encode
+from softkey.transports.inprocess import VirtualCtapDevice
 
 CDH = b"\x11" * 32
 RP = {"id": "example.com"}

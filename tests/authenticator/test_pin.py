@@ -16,8 +16,8 @@ from fido2.ctap2.pin import ClientPin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, CtapError, FakeClock, Status
-from authenticator.pin import ClientPinCmd, ClientPinResponseKey, Permission
+from softkey.authenticator import Authenticator, CtapError, FakeClock, Status
+from softkey.authenticator.pin import ClientPinCmd, ClientPinResponseKey, Permission
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402

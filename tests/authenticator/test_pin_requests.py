@@ -21,9 +21,9 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator import FixedPresence, ScriptedPresence, Verdict
-from authenticator.ctap2 import rp_id_hash
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import FixedPresence, ScriptedPresence, Verdict
+from softkey.authenticator.ctap2 import rp_id_hash
+from softkey.transports.inprocess import VirtualCtapDevice
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402

@@ -12,12 +12,12 @@ from fido2.ctap2.config import Config
 from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin
 
-from authenticator import PROFILES, Authenticator, get_profile
-from authenticator.ctap import InfoKey
-from authenticator.ctap2 import get_info
-from authenticator.profiles import CTAP2_0, CTAP2_1, CTAP2_1_PRE
-from tools import gen_profiles_doc
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import PROFILES, Authenticator, get_profile
+from softkey.authenticator.ctap import InfoKey
+from softkey.authenticator.ctap2 import get_info
+from softkey.authenticator.profiles import CTAP2_0, CTAP2_1, CTAP2_1_PRE
+from softkey.tools.dev import gen_profiles_doc
+from softkey.transports.inprocess import VirtualCtapDevice
 
 K = InfoKey
 # Option IDs and getInfo members each version defines (CTAP 2.0 §5.4; 2.1 §6.4). An option
@@ -137,7 +137,7 @@ def test_unknown_profile_names_the_choices() -> None:
 
 def test_docs_match_the_code() -> None:
     assert gen_profiles_doc.main(["--check"]) == 0, (
-        "docs/profiles.md is stale: run `python tools/gen_profiles_doc.py`"
+        "docs/profiles.md is stale: run `python -m softkey.tools.dev.gen_profiles_doc`"
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fido2.ctap2.credman import CredentialManagement
 
-from authenticator import Authenticator, FakeClock, FixedPresence, ScriptedPresence, Verdict
+from softkey.authenticator import Authenticator, FakeClock, FixedPresence, ScriptedPresence, Verdict
 
 sys.path.insert(0, str(Path(__file__).parent))  # pinkit: shared helpers (importlib mode)
 from pinkit import (  # noqa: E402

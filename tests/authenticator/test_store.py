@@ -15,8 +15,8 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator, StateError
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, StateError
+from softkey.transports.inprocess import VirtualCtapDevice
 
 PARAMS = [{"type": "public-key", "alg": -7}]
 
@@ -88,8 +88,8 @@ def test_reset_makes_a_new_master_key(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import os, sys
-    from authenticator import Authenticator
-    from authenticator.cbor import encode
+    from softkey.authenticator import Authenticator
+    from softkey.authenticator.cbor import encode
     auth = Authenticator("unlimited-rk", sys.argv[1])
     for i in range(100000):
         req = b"\\x01" + encode({1: b"\\0" * 32, 2: {"id": "crash.example"},

@@ -1,4 +1,4 @@
-"""The fuzz harness of `make fuzz` (tools/fuzz.py), bounded, in the default suite.
+"""The fuzz harness of `make fuzz` (tools/dev/fuzz.py), bounded, in the default suite.
 
 Replays the seed corpus and every saved regression input through all invariants, runs a
 few hundred structure-aware mutations, and shows that the harness does catch each kind of
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, Status
-from tools import fuzz
-from tools.fuzz import FuzzFailure, Harness, Target, WorldKind
+from softkey.authenticator import Authenticator, Status
+from softkey.tools.dev import fuzz
+from softkey.tools.dev.fuzz import FuzzFailure, Harness, Target, WorldKind
 
 SEEDS = fuzz.seed_corpus()
 REGRESSIONS = fuzz.regression_inputs()
@@ -198,7 +198,7 @@ def test_u2f_internal_error_status_is_a_failure(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_wedged_ctaphid_engine_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transports import ctaphid
+    from softkey.transports import ctaphid
 
     harness = Harness()
     harness.world(PIN_WORLD)

@@ -5,7 +5,7 @@ request is canonical CBOR whose members have the right keys and, mostly, plausib
 so each command's own parameter checks run. Half the cases carry a valid pinUvAuthParam
 (the fuzz harness computes it) so credential management, config and largeBlobs get past
 authentication. Every reply must be a spec status or a valid response, and the keys'
-credentials made beforehand must still assert (tools/fuzz.py checks both).
+credentials made beforehand must still assert (tools/dev/fuzz.py checks both).
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, Status
-from authenticator.cbor import encode
-from tools.fuzz import MARK_NR, MARK_RK, MARK_RP_HASH, PROFILES, Harness, Target, WorldKind
+from softkey.authenticator import Authenticator, Status
+from softkey.authenticator.cbor import encode
+from softkey.tools.dev.fuzz import (
+    MARK_NR,
+    MARK_RK,
+    MARK_RP_HASH,
+    PROFILES,
+    Harness,
+    Target,
+    WorldKind,
+)
 
 ANY = st.recursive(
     st.one_of(

@@ -11,8 +11,8 @@ from fido2.ctap1 import RegistrationData, SignatureData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator
-from tools.fuzz import PROFILES, Harness, Target, WorldKind, check_u2f_reply
+from softkey.authenticator import Authenticator
+from softkey.tools.dev.fuzz import PROFILES, Harness, Target, WorldKind, check_u2f_reply
 
 INS = st.sampled_from([0x01, 0x02, 0x03]) | st.integers(0, 255)
 P1 = st.sampled_from([0x00, 0x03, 0x07, 0x08]) | st.integers(0, 255)

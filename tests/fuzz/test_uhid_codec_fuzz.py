@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.fuzz import Harness, Target, WorldKind
-from transports import uhid
+from softkey.tools.dev.fuzz import Harness, Target, WorldKind
+from softkey.transports import uhid
 
 EVENT_TYPES = st.sampled_from(list(uhid.EventType)) | st.integers(0, 2**32 - 1)
 NATIVE_U32 = struct.Struct("=I")

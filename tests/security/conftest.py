@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tools import paths
-from transports import control
+from softkey.tools import paths
+from softkey.transports import control
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEBUG_WRAPPER = """
 import logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-from tools.cli import cli
+from softkey.tools.cli import cli
 cli.main(sys.argv[1:], prog_name="softkey")
 """
 
@@ -47,7 +47,7 @@ class KeyProcess:
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Another `softkey` verb against this key (it goes through the control socket)."""
         return subprocess.run(
-            [sys.executable, "-m", "tools.cli", *args, "--state", str(self.state)],
+            [sys.executable, "-m", "softkey.tools.cli", *args, "--state", str(self.state)],
             cwd=REPO,
             env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
@@ -96,7 +96,7 @@ def key_process() -> Iterator[Callable[..., KeyProcess]]:
         state = directory / state_name
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTKEY_")}
         env.update({"XDG_DATA_HOME": str(directory / "xdg"), "PYTHONUNBUFFERED": "1"})
-        program = ["-c", DEBUG_WRAPPER] if debug else ["-m", "tools.cli"]
+        program = ["-c", DEBUG_WRAPPER] if debug else ["-m", "softkey.tools.cli"]
         stdout, stderr = directory / "run.stdout", directory / "run.stderr"
         args = ["run", "--transport", "udp", "--port", "0", "--state", str(state), *extra]
         with stdout.open("wb") as out, stderr.open("wb") as err:

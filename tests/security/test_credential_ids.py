@@ -12,9 +12,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authenticator import Authenticator, Status, cose
-from authenticator.cbor import decode, encode
-from authenticator.ctap import CoseAlg
+from softkey.authenticator import Authenticator, Status, cose
+from softkey.authenticator.cbor import decode, encode
+from softkey.authenticator.ctap import CoseAlg
 
 RP_A = "bank.example"
 # Other RPs, including near-misses of RP A: a suffix, a subdomain, case, a trailing dot.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fido2.ctap2 import Ctap2
 
-from transports.udp import open_udp_device
+from softkey.transports.udp import open_udp_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def test_offline_fill_creates_a_private_state(tmp_path: Path) -> None:
     state = tmp_path / "new" / "deeper" / "offline.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTKEY_")}
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "fill", "--state", str(state), "--count", "3"],
+        [sys.executable, "-m", "softkey.tools.cli", "fill", "--state", str(state), "--count", "3"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 from fido2.ctap import CtapError
 from fido2.ctap2 import ClientPin, Ctap2
 
-from transports.udp import open_udp_device
+from softkey.transports.udp import open_udp_device
 
 PIN = "7391"
 ERR = CtapError.ERR

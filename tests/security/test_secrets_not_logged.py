@@ -28,8 +28,8 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator.store import Store
-from transports.udp import open_udp_device
+from softkey.authenticator.store import Store
+from softkey.transports.udp import open_udp_device
 
 FIRST_PIN = "s3cr3t-PIN-one"
 SECOND_PIN = "s3cr3t-PIN-two"

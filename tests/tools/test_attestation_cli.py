@@ -16,9 +16,9 @@ from fido2.webauthn import (
 )
 from webauthn import verify_registration_response
 
-from authenticator import Authenticator
-from tools.cli import cli
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.tools.cli import cli
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ORIGIN = "https://example.com"
 

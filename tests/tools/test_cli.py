@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator
-from tools import paths
-from tools.cli import cli
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.tools import paths
+from softkey.tools.cli import cli
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 
@@ -360,7 +360,7 @@ def test_keys_lists_several_keys(run: Run, data_home: Path) -> None:
 
 
 def test_profiles_match_what_python_fido2_reads(run: Run) -> None:
-    from authenticator.profiles import PROFILES
+    from softkey.authenticator.profiles import PROFILES
 
     rows = {p["name"]: p for p in _json(run("profiles", "--json"))["profiles"]}
     assert set(rows) == set(PROFILES)
@@ -484,8 +484,8 @@ def test_add_credential_refusals(run: Run, tmp_path: Path) -> None:
 def test_add_credential_respects_the_profiles_algorithms(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from authenticator.profiles import get_profile
-    from tools.admin import AdminError, add_credential
+    from softkey.authenticator.profiles import get_profile
+    from softkey.tools.admin import AdminError, add_credential
 
     es256_only = replace(get_profile("ctap2.1"), name="es256-only", algorithms=(-7,))
     pem = _pem(ec.generate_private_key(ec.SECP384R1()), tmp_path / "p384.pem").read_text()
@@ -665,8 +665,8 @@ def test_short_pin_is_refused_with_the_policy(run: Run) -> None:
 def test_verbs_go_through_a_running_keys_control_socket(run: Run, data_home: Path) -> None:
     import threading
 
-    from tools.admin import dispatch
-    from transports.control import ControlServer
+    from softkey.tools.admin import dispatch
+    from softkey.transports.control import ControlServer
 
     run("fill", "--key", "live", "--profile", "yubikey-5", "--count", "2")
     state = _state(data_home, "live")
@@ -692,7 +692,7 @@ def test_verbs_go_through_a_running_keys_control_socket(run: Run, data_home: Pat
 
 
 def test_running_key_without_admin_calls_refuses_writes(run: Run, data_home: Path) -> None:
-    from transports.control import ControlServer
+    from softkey.transports.control import ControlServer
 
     run("fill", "--key", "old", "--count", "2")
     state = _state(data_home, "old")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import paths
+from softkey.tools import paths
 
 
 @pytest.fixture(autouse=True)

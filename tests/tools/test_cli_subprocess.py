@@ -22,8 +22,8 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from transports import control
-from transports.udp import open_udp_device
+from softkey.transports import control
+from softkey.transports.udp import open_udp_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def softkey(
     data: Path, *args: str, code: int = 0, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args],
+        [sys.executable, "-m", "softkey.tools.cli", *args],
         cwd=REPO,
         env=_env(data),
         capture_output=True,
@@ -63,7 +63,7 @@ def _start(data: Path, name: str, profile: str) -> Running:
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "softkey.tools.cli",
             "run",
             "--transport",
             "udp",

@@ -30,9 +30,9 @@ from pathlib import Path
 from fido2.cose import CoseKey
 from fido2.ctap2 import ClientPin, CredentialManagement, Ctap2
 
-from authenticator import Authenticator
-from authenticator.store import Store
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator
+from softkey.authenticator.store import Store
+from softkey.transports.inprocess import VirtualCtapDevice
 
 REPO = Path(__file__).resolve().parents[2]
 RP = "fill.softkey.test"  # `softkey fill`'s default RP
@@ -44,7 +44,7 @@ PROGRESS = re.compile(rb"(\d+)/1000")
 def _fill(state: Path, *extra: str, stderr: int | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTKEY_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "fill", "--state", str(state), *extra],
+        [sys.executable, "-m", "softkey.tools.cli", "fill", "--state", str(state), *extra],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -176,7 +176,7 @@ def test_sigkill_never_loses_a_reported_credential(tmp_path: Path) -> None:
 
 _WRITER = """
 import sys
-from authenticator.store import Store
+from softkey.authenticator.store import Store
 store = Store(sys.argv[1])
 for i in range(100):
     store.set_meta(f"{sys.argv[2]}{i}", b"x" * 2000)

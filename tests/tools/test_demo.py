@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from tools.cli import cli
+from softkey.tools.cli import cli
 
 
 @pytest.mark.parametrize(("profile", "capacity"), [("nitrokey-fido2", 8), ("yubikey-5", 25)])

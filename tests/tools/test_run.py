@@ -24,11 +24,11 @@ from click.testing import CliRunner
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 
-from authenticator import Authenticator
-from tools import paths
-from tools.cli import cli
-from transports import control
-from transports.udp import open_udp_device
+from softkey.authenticator import Authenticator
+from softkey.tools import paths
+from softkey.tools.cli import cli
+from softkey.transports import control
+from softkey.transports.udp import open_udp_device
 
 REPO = Path(__file__).resolve().parents[2]
 RP = {"id": "example.com", "name": "Example"}
@@ -74,7 +74,7 @@ def _start(tmp_path: Path, *extra: str) -> Served:
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "softkey.tools.cli",
             "run",
             "--transport",
             "udp",
@@ -291,7 +291,7 @@ def test_run_uhid_permission_denied_exits_1_with_guidance(
 def test_softkey_run_on_this_machine_explains_missing_uhid(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "run"],
+        [sys.executable, "-m", "softkey.tools.cli", "run"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -359,10 +359,10 @@ def test_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_running_key_control_operations_in_process(tmp_path: Path) -> None:
-    from authenticator import AutoPresence
-    from tools.run import RunningKey
-    from transports.presence import WaitingPresence
-    from transports.server import HidServer
+    from softkey.authenticator import AutoPresence
+    from softkey.tools.run import RunningKey
+    from softkey.transports.presence import WaitingPresence
+    from softkey.transports.server import HidServer
 
     state = tmp_path / "k.sqlite3"
     auth = Authenticator("nitrokey-fido2", state, presence=WaitingPresence(timeout=30))

@@ -20,10 +20,10 @@ from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from tools import paths
-from tools.cli import cli
-from tools.run import uhid_uniq
-from transports import control, uhid
+from softkey.tools import paths
+from softkey.tools.cli import cli
+from softkey.tools.run import uhid_uniq
+from softkey.transports import control, uhid
 
 
 class Kernel:

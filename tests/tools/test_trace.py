@@ -16,11 +16,11 @@ from fido2.hid import CTAPHID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, FakeClock, cbor
-from authenticator.ctap import Status
-from authenticator.device import Outcome
-from tools.trace import format_trace, format_u2f_trace, status_name
-from transports.inprocess import VirtualCtapDevice
+from softkey.authenticator import Authenticator, FakeClock, cbor
+from softkey.authenticator.ctap import Status
+from softkey.authenticator.device import Outcome
+from softkey.tools.trace import format_trace, format_u2f_trace, status_name
+from softkey.transports.inprocess import VirtualCtapDevice
 
 ES256 = [{"type": "public-key", "alg": -7}]
 

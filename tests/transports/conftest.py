@@ -10,17 +10,17 @@ import pytest
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection
 
-from authenticator import Authenticator
-from authenticator.environment import Clock
-from transports.ctaphid import (
+from softkey.authenticator import Authenticator
+from softkey.authenticator.environment import Clock
+from softkey.transports.ctaphid import (
     BROADCAST_CID,
     Command,
     Message,
     MessageReader,
     fragment,
 )
-from transports.inprocess import InProcessHid
-from transports.udp import UdpCtapHidConnection, UdpTransport, open_udp_device
+from softkey.transports.inprocess import InProcessHid
+from softkey.transports.udp import UdpCtapHidConnection, UdpTransport, open_udp_device
 
 
 class RawHost:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from transports import control
+from softkey.transports import control
 
 
 def _echo(request: dict[str, Any]) -> dict[str, Any]:

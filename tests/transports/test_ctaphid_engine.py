@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
-from transports.ctaphid import (
+from softkey.authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
+from softkey.transports.ctaphid import (
     BROADCAST_CID,
     CONT_DATA,
     INIT_DATA,

@@ -17,10 +17,11 @@ from fido2.ctap2 import Ctap2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import Authenticator, FakeClock
-from authenticator.environment import KEEPALIVE_UPNEEDED
-from transports.ctaphid import (
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.authenticator.environment import KEEPALIVE_UPNEEDED
+from softkey.transports.ctaphid import (
     BROADCAST_CID,
+    MAX_LOCK_SECONDS,
     MAX_MESSAGE_SIZE,
     REPORT_SIZE,
     Command,
@@ -30,7 +31,7 @@ from transports.ctaphid import (
     Request,
     fragment,
 )
-from transports.inprocess import VirtualCtapDevice
+from softkey.transports.inprocess import VirtualCtapDevice
 
 KNOWN = [0x01020304, 0x0A0B0C0D]  # the first channels the engine allocates (see _channel_ids)
 CIDS = st.sampled_from([BROADCAST_CID, 0, *KNOWN]) | st.integers(0, 0xFFFFFFFF)
@@ -183,9 +184,10 @@ def test_random_report_streams_never_wedge_or_lose_credentials(actions, any_chan
         driver.step(action)
     assert all(len(report) == REPORT_SIZE for report in driver.out)
 
-    # Whatever happened, the authenticator eventually answers and timeouts expire...
+    # Whatever happened, the authenticator eventually answers and timeouts expire: past the
+    # longest of them, a CTAPHID_LOCK the stream may have taken (§11.2.9.2.2: up to 10 s)...
     driver.complete()
-    driver.now += 2
+    driver.now += MAX_LOCK_SECONDS + 1
     driver.engine.tick(driver.now)
     driver.out.clear()
 

@@ -24,8 +24,8 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator import Authenticator, FakeClock
-from transports.ctaphid import (
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.transports.ctaphid import (
     BROADCAST_CID,
     MAX_MESSAGE_SIZE,
     Command,
@@ -33,7 +33,7 @@ from transports.ctaphid import (
     Message,
     fragment,
 )
-from transports.presence import WaitingPresence
+from softkey.transports.presence import WaitingPresence
 
 ORIGIN = "https://example.com"
 RP = {"id": "example.com", "name": "Example"}

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from authenticator import FakeClock, PresenceRequest, Verdict
-from authenticator.environment import KEEPALIVE_UPNEEDED
-from transports.presence import Announcer, TerminalPrompt, WaitingPresence, describe
+from softkey.authenticator import FakeClock, PresenceRequest, Verdict
+from softkey.authenticator.environment import KEEPALIVE_UPNEEDED
+from softkey.transports.presence import Announcer, TerminalPrompt, WaitingPresence, describe
 
 REQUEST = PresenceRequest("getAssertion", "example.com", "alice")
 

@@ -196,7 +196,7 @@ def test_client_refuses_an_rp_id_foreign_to_its_origin(softkey) -> None:
 
 
 def test_template_state_is_copied_not_changed(softkey_factory, tmp_path) -> None:
-    from authenticator import Authenticator
+    from softkey.authenticator import Authenticator
 
     template = tmp_path / "known.sqlite3"
     with Authenticator("solokey", template):

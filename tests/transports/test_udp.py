@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from authenticator import Authenticator, FakeClock
-from transports.ctaphid import Command, HidError, Message, MessageReader, fragment
-from transports.udp import POWER_CYCLE_PACKET, UdpTransport, open_udp_device
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.transports.ctaphid import Command, HidError, Message, MessageReader, fragment
+from softkey.transports.udp import POWER_CYCLE_PACKET, UdpTransport, open_udp_device
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from authenticator import Authenticator, FakeClock
-from transports import uhid
-from transports.ctaphid import Command, HidError, Message, MessageReader, fragment
+from softkey.authenticator import Authenticator, FakeClock
+from softkey.transports import uhid
+from softkey.transports.ctaphid import Command, HidError, Message, MessageReader, fragment
 
 NATIVE = "<" if struct.pack("=H", 1) == b"\x01\x00" else ">"
 DESCRIPTOR_HEX = (

@@ -86,7 +86,9 @@ def _dpkg_installed(pkg: str) -> bool:
     res = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True, check=False
     )
-    return res.returncode == 0 and res.stdout.strip().endswith("installed")
+    # "install ok installed"; a package dpkg only remembers reads "unknown ok not-installed",
+    # which also ends in "installed" (the bug that left cpio out on a fresh machine).
+    return res.returncode == 0 and res.stdout.split() == ["install", "ok", "installed"]
 
 
 def ensure_packages(allow_apt: bool) -> None:

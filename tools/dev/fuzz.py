@@ -23,9 +23,9 @@ Engines: atheris (coverage-guided libFuzzer, if it is installed) or hypothesis (
 structure-aware mutations of the seed corpus, with shrinking); both use the same harness
 and the same CBOR-aware mutator. The seed corpus holds valid requests of every kind.
 
-    python -m tools.fuzz --minutes 5            # what `make fuzz` runs
-    python -m tools.fuzz --seconds 30 --engine hypothesis
-    python -m tools.fuzz --replay FILE...       # re-run saved inputs (e.g. a crash)
+    python -m softkey.tools.dev.fuzz --minutes 5            # what `make fuzz` runs
+    python -m softkey.tools.dev.fuzz --seconds 30 --engine hypothesis
+    python -m softkey.tools.dev.fuzz --replay FILE...       # re-run saved inputs (e.g. a crash)
 
 A failure writes the input to build/fuzz/crashes/ and exits 1. tests/fuzz replays the seed
 corpus and every file in tests/fuzz/regressions/ in the default test suite.
@@ -53,12 +53,19 @@ from enum import IntEnum, unique
 from pathlib import Path
 from typing import Any
 
-from authenticator import Authenticator, AutoPresence, FakeClock, FixedPresence, Status, Verdict
-from authenticator import cbor as ccbor
-from authenticator.ctap import CtapError
-from authenticator.environment import KEEPALIVE_UPNEEDED
+from softkey.authenticator import (
+    Authenticator,
+    AutoPresence,
+    FakeClock,
+    FixedPresence,
+    Status,
+    Verdict,
+)
+from softkey.authenticator import cbor as ccbor
+from softkey.authenticator.ctap import CtapError
+from softkey.authenticator.environment import KEEPALIVE_UPNEEDED
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = ROOT / "build" / "fuzz"
 REGRESSIONS = ROOT / "tests" / "fuzz" / "regressions"
 
@@ -178,7 +185,7 @@ class World:
         from fido2.ctap2 import ClientPin, Ctap2
         from fido2.ctap2.pin import PinProtocolV1, PinProtocolV2
 
-        from transports.inprocess import VirtualCtapDevice
+        from softkey.transports.inprocess import VirtualCtapDevice
 
         if self._ctap is None:
             self._ctap = Ctap2(VirtualCtapDevice(self.auth))
@@ -622,7 +629,7 @@ class _HidDriver:
     KNOWN = (0x01020304, 0x0A0B0C0D)
 
     def __init__(self, world: World) -> None:
-        from transports.ctaphid import BROADCAST_CID, Command, CtapHidEngine, fragment
+        from softkey.transports.ctaphid import BROADCAST_CID, Command, CtapHidEngine, fragment
 
         self.world = world
         self.now = 0.0
@@ -647,7 +654,7 @@ class _HidDriver:
             self.pending = result.request
 
     def complete(self) -> None:
-        from transports.ctaphid import Command
+        from softkey.transports.ctaphid import Command
 
         request, self.pending = self.pending, None
         if request is None:
@@ -671,7 +678,7 @@ class _HidDriver:
         0 raw report (64 bytes) · 1 whole message (channel, command, 2-byte length, data)
         · 2 execute the pending request · 3 INIT (channel) · 4 time passes (1/100 s units)
         · 5 KEEPALIVE(UPNEEDED) · 6 power cycle · 7 continuation (channel, seq, 59 bytes)."""
-        from transports.ctaphid import BROADCAST_CID, INIT_DATA, MAX_MESSAGE_SIZE, fragment
+        from softkey.transports.ctaphid import BROADCAST_CID, INIT_DATA, MAX_MESSAGE_SIZE, fragment
 
         channels = (*self.KNOWN, BROADCAST_CID, 0)
         pos = 0
@@ -714,7 +721,13 @@ class _HidDriver:
             _ = INIT_DATA
 
     def finish(self) -> str:
-        from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, Command, MessageReader, fragment
+        from softkey.transports.ctaphid import (
+            BROADCAST_CID,
+            REPORT_SIZE,
+            Command,
+            MessageReader,
+            fragment,
+        )
 
         _check(all(len(r) == REPORT_SIZE for r in self.out), "a report is not 64 bytes")
         self.complete()
@@ -745,8 +758,8 @@ class _HidDriver:
 def _uhid_case(world: World, body: bytes) -> None:
     """Feed /dev/uhid events to a UhidDevice on a socketpair (the kernel's end); afterwards
     an INIT must still be answered with an INPUT2 event."""
-    from transports import uhid
-    from transports.ctaphid import BROADCAST_CID, Command, MessageReader, fragment
+    from softkey.transports import uhid
+    from softkey.transports.ctaphid import BROADCAST_CID, Command, MessageReader, fragment
 
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kernel.setblocking(False)
@@ -791,7 +804,7 @@ def _uhid_case(world: World, body: bytes) -> None:
 
 
 def _drain(kernel: socket.socket) -> list[bytes]:
-    from transports import uhid
+    from softkey.transports import uhid
 
     events: list[bytes] = []
     while True:
@@ -952,7 +965,7 @@ def seed_corpus() -> dict[str, bytes]:
         )
     seeds["u2f-authenticate-extended"] = u2f + b"\x01" + bytes([0, 2, 3, 0, 1 | 2 | 4])
 
-    from transports.ctaphid import Command
+    from softkey.transports.ctaphid import Command
 
     hid = bytes([pin_world.byte(Target.CTAPHID)])
 
@@ -979,7 +992,7 @@ def seed_corpus() -> dict[str, bytes]:
     )
     seeds["hid-power-cycle-reset"] = hid + b"\x06" + message(0, Command.CBOR, b"\x07") + b"\x02"
 
-    from transports import uhid
+    from softkey.transports import uhid
 
     def event(raw: bytes) -> bytes:
         return struct.pack(">H", len(raw)) + raw
@@ -1241,10 +1254,10 @@ def run_hypothesis(seconds: float, corpus: Path, crashes: Path) -> Report:
 _ATHERIS_CHILD = """
 import sys
 import atheris
-with atheris.instrument_imports(include=["authenticator", "transports"]):
-    import authenticator, authenticator.device, transports.ctaphid, transports.uhid
-    import transports.server, transports.inprocess
-from tools.fuzz import _atheris_worker
+with atheris.instrument_imports(include=["softkey.authenticator", "softkey.transports"]):
+    import softkey.authenticator, softkey.authenticator.device, softkey.transports.ctaphid
+    import softkey.transports.uhid, softkey.transports.server, softkey.transports.inprocess
+from softkey.tools.dev.fuzz import _atheris_worker
 _atheris_worker(sys.argv[1:])
 """
 
@@ -1379,7 +1392,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render())
     if report.failures:
         print(
-            "\nre-run a failure with: python -m tools.fuzz --replay " + str(report.crash_files[0])
+            "\nre-run a failure with: python -m softkey.tools.dev.fuzz --replay "
+            + str(report.crash_files[0])
         )
         for failure in report.failures:
             print("\n" + failure)

@@ -37,13 +37,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from authenticator import Authenticator
-from authenticator.cbor import encode
+from softkey.authenticator import Authenticator
+from softkey.authenticator.cbor import encode
 
 if TYPE_CHECKING:
     from fido2.ctap2 import Ctap2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 BENCH_RP = "bench.example"
 FILL_RP = "fill.softkey.test"  # `softkey fill`'s default RP
@@ -244,7 +244,7 @@ def bench_in_process(repeat: int, inner: int) -> list[Row]:
 
     from fido2.ctap2 import Ctap2
 
-    from transports.inprocess import VirtualCtapDevice
+    from softkey.transports.inprocess import VirtualCtapDevice
 
     rows += ctap2_rows(
         Ctap2(VirtualCtapDevice(auth)),
@@ -271,7 +271,7 @@ def _free_port() -> int:
 
 def _softkey() -> list[str]:
     exe = shutil.which("softkey", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "tools.cli"]
+    return [exe] if exe else [sys.executable, "-m", "softkey.tools.cli"]
 
 
 def _child_env() -> dict[str, str]:
@@ -355,7 +355,7 @@ def bench_cold_start(repeat: int) -> Row:
 def bench_udp(repeat: int, inner: int) -> list[Row]:
     from fido2.ctap2 import Ctap2
 
-    from transports.udp import open_udp_device
+    from softkey.transports.udp import open_udp_device
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -395,7 +395,7 @@ def bench_udp(repeat: int, inner: int) -> list[Row]:
 # interpreter start and module imports that every softkey command pays (the cold-start row).
 _TIMED_CLI = """
 import sys, time
-from tools.cli import cli
+from softkey.tools.cli import cli
 start = time.perf_counter()
 try:
     cli.main(sys.argv[1:], prog_name="softkey")
@@ -485,7 +485,7 @@ def bench_fill(sizes: tuple[int, ...], repeat: int, keep: Path) -> list[Row]:
 def _credman(auth: Authenticator) -> tuple[Any, Callable[[], Sequence[Any]]]:
     from fido2.ctap2 import ClientPin, CredentialManagement, Ctap2
 
-    from transports.inprocess import VirtualCtapDevice
+    from softkey.transports.inprocess import VirtualCtapDevice
 
     ctap = Ctap2(VirtualCtapDevice(auth))
     client_pin = ClientPin(ctap)
@@ -548,7 +548,7 @@ def running_key_rss(state: Path, expected: int, next_assertions: int = 5) -> tup
     usernameless getAssertion over all its credentials plus a few getNextAssertion."""
     from fido2.ctap2 import Ctap2
 
-    from transports.udp import open_udp_device
+    from softkey.transports.udp import open_udp_device
 
     port = _free_port()
     proc = start_udp_key(state, None, port)
@@ -718,8 +718,8 @@ def main(argv: list[str] | None = None) -> int:
 def _document(table: str, summary: str) -> str:
     return (
         "# Benchmarks\n\n"
-        "Produced by `make bench` (tools/bench.py); `make bench BENCH_ARGS=--quick` is a smoke\n"
-        "run with small sizes. Every timed row is the median of repeated samples. Ratios\n"
+        "Produced by `make bench` (tools/dev/bench.py); `make bench BENCH_ARGS=--quick` is a\n"
+        "smoke run with small sizes. Every timed row is the median of repeated samples. Ratios\n"
         "compare with floors measured in the same run using `cryptography` directly —\n"
         "P-256 keygen + key export + AES-CTR/HMAC wrap + one ECDSA signature for\n"
         "makeCredential, HMAC check + AES-CTR unwrap + key load + one ECDSA signature for\n"
@@ -772,7 +772,7 @@ _NOTES = """\
 
 ## What profiling changed
 
-Profiled with cProfile and per-step timers (tools/bench.py rows before and after):
+Profiled with cProfile and per-step timers (tools/dev/bench.py rows before and after):
 
 - getAssertion loaded the credential's private key twice: once to check that the
   unwrapped P-256 scalar is a valid key, then again to sign. Loading a key from its scalar
@@ -794,7 +794,7 @@ Profiled with cProfile and per-step timers (tools/bench.py rows before and after
 
 ## Fuzzing and crash safety
 
-`make fuzz` (tools/fuzz.py; `FUZZ_MINUTES=N`, default 5) fuzzes CTAP2 messages (raw, and
+`make fuzz` (tools/dev/fuzz.py; `FUZZ_MINUTES=N`, default 5) fuzzes CTAP2 messages (raw, and
 with a valid pinUvAuthParam computed by the harness so credential management, config and
 largeBlobs are reached), U2F APDUs, CTAPHID report streams and /dev/uhid events with
 atheris (coverage-guided libFuzzer) or, where atheris does not install, hypothesis. After
@@ -802,7 +802,7 @@ every case it checks that no exception escaped and nothing was logged at ERROR, 
 reply is a spec status or a response python-fido2 parses, that a fresh CTAPHID INIT is
 answered, and that a non-resident, a resident and a U2F credential made beforehand still
 sign. It prints the cases tried per target and the failures; a failing input is saved to
-build/fuzz/crashes/ and replayed with `python -m tools.fuzz --replay FILE`.
+build/fuzz/crashes/ and replayed with `python -m softkey.tools.dev.fuzz --replay FILE`.
 tests/fuzz/ runs the same harness, bounded, in the default suite (seed corpus, saved
 regressions, a few hundred mutations), plus structured fuzzing of every command's CBOR
 request, U2F APDUs and the UHID codec. tests/tools/test_crash_safety.py SIGKILLs

@@ -46,7 +46,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy authenticator transports
+	@# mypy sees the packages under their installed names through a tree of links.
+	@mkdir -p build/typecheck/softkey && for d in authenticator transports tools; do \
+		ln -sfn ../../../$$d build/typecheck/softkey/$$d; done
+	cd build/typecheck && MYPYPATH=. ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml \
+		-p softkey.authenticator -p softkey.transports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -899,8 +899,9 @@ def attestation_export_ca(
 # -- registration of the commands other modules own ------------------------------------------------
 # (`softkey run` and the control verbs: status, touch, deny, replug live in tools/run.py)
 from softkey.tools.run import COMMANDS as _RUN_COMMANDS  # noqa: E402
+from softkey.tools.udev_setup import udev as _udev  # noqa: E402
 
-for _command in _RUN_COMMANDS:
+for _command in (*_RUN_COMMANDS, _udev):
     cli.add_command(_command)
 
 

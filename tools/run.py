@@ -241,13 +241,10 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-UDEV_DIR = Path(__file__).resolve().parent / "udev"
-
-
 def uhid_guidance(exc: Exception) -> str:
     """Why the key cannot be plugged in over UHID, and the ways out."""
-    rules = UDEV_DIR / "70-softkey-uhid.rules"
-    modules = UDEV_DIR / "softkey-uhid.conf"
+    from softkey.tools.udev_setup import sudo_hint
+
     problem = getattr(exc, "problem", "other")
     lines = [f"cannot plug the key in over UHID: {exc}.", "What to do:"]
     if problem == "missing":
@@ -255,11 +252,9 @@ def uhid_guidance(exc: Exception) -> str:
             "  - load the module: sudo modprobe uhid   (if modprobe says the module is "
             "not found, this kernel has no UHID: use UDP, below)"
         )
-        lines.append(f"  - load it at every boot: sudo cp {modules} /etc/modules-load.d/")
     lines.append(
-        f"  - let your user open /dev/uhid: sudo cp {rules} /etc/udev/rules.d/ && "
-        "sudo udevadm control --reload && sudo udevadm trigger "
-        "(see the comments in that file)"
+        f"  - let your user open /dev/uhid (and load uhid at every boot): {sudo_hint()}   "
+        "(`softkey udev --print` shows the rule first)"
     )
     lines.append(
         "  - or serve the key over UDP instead (simulator-style clients, CI): "

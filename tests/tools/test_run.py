@@ -255,7 +255,7 @@ def test_run_stops_on_ctrl_c_and_warns_about_auto_presence(tmp_path: Path) -> No
 
 def _assert_guidance(output: str) -> None:
     assert "sudo modprobe uhid" in output
-    assert "70-softkey-uhid.rules" in output
+    assert "udev --install" in output
     assert "softkey run --transport udp" in output
 
 
@@ -283,7 +283,7 @@ def test_run_uhid_permission_denied_exits_1_with_guidance(
     result = softkey("run", "--uhid-device", target, "--state", str(tmp_path / "k.sqlite3"))
     assert result.exit_code == 1
     assert "permission denied" in result.output
-    assert "70-softkey-uhid.rules" in result.output
+    assert "udev --install" in result.output
     assert "--transport udp" in result.output
 
 

@@ -13,15 +13,25 @@ gets two fixtures:
     ``softkey_factory(profile=..., origin=..., ...)`` makes as many keys as a test needs
     (a user with two security keys); all are closed at teardown.
 
+For relying parties that speak WebAuthn JSON (py_webauthn's ``options_to_json``):
+``softkey.create(options_json)`` / ``softkey.get(options_json)`` run the ceremony through the
+same client and return the credential as the browser's ``toJSON()`` dict, which
+``verify_registration_response(credential=...)`` / ``verify_authentication_response`` and
+Fido2Server's ``register_complete`` / ``authenticate_complete`` take as they are.
+
+Errors are python-fido2's ``ClientError`` (same codes) with a message naming what the key
+answered (``KEY_STORE_FULL: all 25 discoverable-credential slots are in use ...``) and, where a
+fixture setting fixes it, which one (transports/rp_client.py).
+
 Configuration, most specific first:
 
 1. indirect parametrization: ``@pytest.mark.parametrize("softkey", ["ctap2.0", "yubikey-5"],
    indirect=True)`` (a profile name or a dict of ``softkey_factory`` arguments);
 2. the marker ``@pytest.mark.softkey(profile="yubikey-5", origin="https://rp.test",
    presence="deny", pin="1234")``;
-3. command-line options ``--softkey-origin`` / ``--softkey-profile``;
-4. ini options ``softkey_origin`` / ``softkey_profile``;
-5. defaults: origin ``https://example.com``, profile ``ctap2.1``.
+3. command-line options ``--softkey-origin`` / ``--softkey-profile`` / ``--softkey-pin``;
+4. ini options ``softkey_origin`` / ``softkey_profile`` / ``softkey_pin``;
+5. defaults: origin ``https://example.com``, profile ``ctap2.1``, no PIN (a new key).
 
 Presence (the person touching the key) is controlled per key: ``softkey.approve()``,
 ``softkey.deny()``, ``softkey.timeout()`` set what every following request gets;
@@ -42,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from fido2.client import Fido2Client
     from fido2.ctap2 import Ctap2
 
     from softkey.authenticator import Authenticator, FakeClock, PresenceRequest, ScriptedPresence
     from softkey.transports.inprocess import VirtualCtapDevice
+    from softkey.transports.rp_client import RpClient
 
 DEFAULT_ORIGIN = "https://example.com"
 DEFAULT_PROFILE = "ctap2.1"
@@ -70,8 +80,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"profile/preset of the softkey fixture (default {DEFAULT_PROFILE}); "
         "see `softkey profiles`",
     )
+    group.addoption(
+        "--softkey-pin",
+        dest="softkey_pin",
+        default=None,
+        help="give every softkey fixture key this PIN, for userVerification "
+        "'preferred'/'required' (default: no PIN, as a new key)",
+    )
     parser.addini("softkey_origin", "origin of the softkey fixture's client", default=None)
     parser.addini("softkey_profile", "profile of the softkey fixture", default=None)
+    parser.addini("softkey_pin", "PIN every softkey fixture key is given", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -126,8 +144,6 @@ class SoftKey:
         origin: str,
         pin: str | None = None,
     ) -> None:
-        from fido2.client import DefaultClientDataCollector, Fido2Client
-
         from softkey.transports.inprocess import VirtualCtapDevice
 
         self.authenticator = authenticator
@@ -137,23 +153,38 @@ class SoftKey:
         self._presence = presence
         self.device: VirtualCtapDevice = VirtualCtapDevice(authenticator)
         self._interaction = _Interaction(self)
-        self.client: Fido2Client = Fido2Client(
-            self.device,
-            client_data_collector=DefaultClientDataCollector(origin),
-            user_interaction=self._interaction,  # type: ignore[arg-type]
-        )
+        self.client: RpClient = self.client_for(origin)
 
     # -- what a test drives ------------------------------------------------------------------
 
-    def client_for(self, origin: str) -> Fido2Client:
+    def client_for(self, origin: str) -> RpClient:
         """Another client on this same key, running in a different origin."""
-        from fido2.client import DefaultClientDataCollector, Fido2Client
+        from fido2.client import DefaultClientDataCollector
 
-        return Fido2Client(
+        from softkey.transports.rp_client import RpClient
+
+        return RpClient(
             self.device,
             client_data_collector=DefaultClientDataCollector(origin),
             user_interaction=self._interaction,  # type: ignore[arg-type]
+            authenticator=self.authenticator,
         )
+
+    def create(self, options: Any) -> dict[str, Any]:
+        """Register: ``navigator.credentials.create`` in this origin, the result ``toJSON()``.
+
+        ``options``: py_webauthn's ``options_to_json(...)`` text (or it parsed), or
+        Fido2Server's ``register_begin`` result. Returns the RegistrationResponseJSON dict
+        that py_webauthn's ``verify_registration_response(credential=...)`` and Fido2Server's
+        ``register_complete`` take.
+        """
+        return self.client.create(options)
+
+    def get(self, options: Any, *, index: int = 0) -> dict[str, Any]:
+        """Log in: ``navigator.credentials.get``, the result ``toJSON()`` (see ``create``).
+
+        ``index`` picks among several discoverable credentials (most recent first)."""
+        return self.client.get(options, index=index)
 
     @property
     def ctap2(self) -> Ctap2:
@@ -307,6 +338,7 @@ def softkey_factory(
     config = request.config
     default_origin = _config_value(config, "softkey_origin")
     default_profile = _config_value(config, "softkey_profile")
+    default_pin = _config_value(config, "softkey_pin")
     made: list[SoftKey] = []
 
     def factory(**kwargs: Any) -> SoftKey:
@@ -317,6 +349,7 @@ def softkey_factory(
                 f"use {', '.join(_FACTORY_ARGS)}"
             )
         kwargs.setdefault("origin", default_origin)
+        kwargs.setdefault("pin", default_pin)
         if kwargs.get("profile") is None:
             # A state file or template already knows its profile.
             stored = kwargs.get("state") is not None or kwargs.get("template") is not None

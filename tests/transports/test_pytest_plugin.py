@@ -296,3 +296,25 @@ def test_wrong_pin_from_the_client_is_refused(softkey) -> None:
         softkey.client.make_credential(options.public_key)
     assert excinfo.value.cause.code == CtapError.ERR.PIN_INVALID
     assert softkey.authenticator.pin_status()["retries"] == 7
+
+
+_PIN_PROBE = """
+def test_pin(softkey):
+    print("PIN", softkey.pin, "SET", softkey.authenticator.pin_status()["set"])
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("cli", "PIN 2468 SET True"), ("ini", "PIN 1357 SET True"), ("none", "PIN None SET False")],
+)
+def test_pin_from_command_line_or_ini(pytester: pytest.Pytester, how: str, expected: str) -> None:
+    pytester.makepyfile(test_pin=_PIN_PROBE)
+    args = ["-s"]
+    if how == "cli":
+        args += ["--softkey-pin", "2468"]
+    elif how == "ini":
+        pytester.makeini("[pytest]\nsoftkey_pin = 1357\n")
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*{expected}*"])

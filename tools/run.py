@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -610,13 +611,48 @@ def call_running(state: Path, op: str, **params: Any) -> dict[str, Any]:
     return reply
 
 
+def _ready(reply: dict[str, Any]) -> bool:
+    """Plugged in and reachable: over UHID that means the kernel made the hidraw node."""
+    return reply["transport"] != "uhid" or bool(reply["uhid"].get("hidraw"))
+
+
+def wait_until_ready(state: Path, timeout: float) -> dict[str, Any]:
+    """Poll the control socket until the key is ready (the readiness signal for scripts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reply = call_running(state, "status")
+        except RunError:
+            reply = None
+        if reply is not None and _ready(reply):
+            return reply
+        if time.monotonic() >= deadline:
+            if reply is None:
+                raise RunError(
+                    f"{_key_label(state)} did not start within {timeout:g} s; see the "
+                    "output of `softkey run`"
+                )
+            raise RunError(
+                f"{_key_label(state)} runs but the kernel made no hidraw node for it within "
+                f"{timeout:g} s; check `dmesg` and the udev rule (`softkey udev --print`)"
+            )
+        time.sleep(0.1)
+
+
 @click.command("status")
 @paths.key_options
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 300),
+    default=0.0,
+    help="Wait up to this many seconds for the key to be ready (running and, over UHID, its "
+    "hidraw node present); exit 1 if it is not. The readiness signal for CI scripts.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+def status(key_name: str | None, state_path: Path | None, wait: float, as_json: bool) -> None:
     """Is the key running? Transport, profile, pending touch request, slots."""
     state = _resolve(key_name, state_path)
-    reply = call_running(state, "status")
+    reply = wait_until_ready(state, wait) if wait else call_running(state, "status")
     reply.pop("ok", None)
     if as_json:
         import json

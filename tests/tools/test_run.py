@@ -396,3 +396,44 @@ def test_command_line_state_wins_over_environment_key(
     result = softkey("status", "--state", str(state))
     assert result.exit_code == 1
     assert f"the key at {state} is not running" in result.output
+
+
+# -- status --wait: the readiness signal for scripts ---------------------------------------------
+
+
+def test_status_wait_gives_up_on_a_key_that_never_starts(tmp_path: Path) -> None:
+    result = softkey("status", "--wait", "0.3", "--state", str(tmp_path / "never.sqlite3"))
+    assert result.exit_code == 1
+    assert "did not start within 0.3 s" in result.output
+
+
+def test_status_wait_over_uhid_waits_for_the_hidraw_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from softkey.tools import run as run_module
+
+    replies = iter([None, {"hidraw": None}, {"hidraw": "/dev/hidraw3"}])
+
+    def fake_call(state: Path, op: str, **params: Any) -> dict[str, Any]:
+        uhid = next(replies)
+        if uhid is None:
+            raise run_module.RunError("not running")
+        return {"ok": True, "transport": "uhid", "uhid": uhid}
+
+    monkeypatch.setattr(run_module, "call_running", fake_call)
+    reply = run_module.wait_until_ready(tmp_path / "k.sqlite3", timeout=10)
+    assert reply["uhid"]["hidraw"] == "/dev/hidraw3"
+
+    monkeypatch.setattr(
+        run_module,
+        "call_running",
+        lambda state, op, **kw: {"ok": True, "transport": "uhid", "uhid": {"hidraw": None}},
+    )
+    with pytest.raises(run_module.RunError, match="no hidraw node"):
+        run_module.wait_until_ready(tmp_path / "k.sqlite3", timeout=0.2)
+
+
+def test_status_wait_returns_once_a_udp_key_answers(served: Served) -> None:
+    result = softkey("status", "--wait", "10", "--json", "--state", str(served.state))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["udp"]["port"] == served.port

@@ -9,6 +9,7 @@ would; nothing from this checkout or its .venv is on its path.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -17,27 +18,28 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CI_DOC = REPO / "docs" / "ci.md"
+
+# docs/ci.md's recipes, read by the same stdlib module the VM row ci.recipe_c uses.
+_spec = importlib.util.spec_from_file_location("_ci_recipe", REPO / "tools/vm/ci_recipe.py")
+assert _spec is not None and _spec.loader is not None
+ci_recipe = sys.modules["_ci_recipe"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ci_recipe)
+recipe = ci_recipe.recipe
+
 UDEV_FILES = ("70-softkey-uhid.rules", "softkey-uhid.conf")
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", ".hypothesis", ".pytest_cache", "__pycache__"
 )
 
 
-def recipe(name: str) -> str:
-    """The code block under ``<!-- recipe NAME -->`` in docs/ci.md, verbatim."""
-    text = CI_DOC.read_text()
-    m = re.search(rf"<!-- recipe {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```\n", text, re.S)
-    assert m, f"docs/ci.md has no recipe {name!r}"
-    return m.group(1) + "\n"
-
-
-def _run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600, **kw)  # type: ignore[call-overload]
+def _run(argv: list[str | Path], **kw: Any) -> subprocess.CompletedProcess[str]:
+    cmd = [str(a) for a in argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
     assert proc.returncode == 0, f"{argv} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -162,6 +164,19 @@ def test_recipe_b_runs_as_written(venv: Path, tmp_path: Path) -> None:
     assert "FIDO_2_1" in proc.stdout, proc.stdout + proc.stderr
     trace = (tmp_path / "trace.log").read_text()
     assert "getInfo" in trace  # the key served the request (its own trace says so)
+
+
+def test_pip_installs_from_a_checkout(built, tmp_path: Path) -> None:
+    checkout = built[0].parent.parent / "softkey"  # the copy the wheel was built from
+    env_dir = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", env_dir])
+    _run([env_dir / "bin/python", "-m", "pip", "install", "-q", checkout])
+    env = _env(env_dir, tmp_path)
+    code = "import softkey.authenticator, softkey.transports.udp; print(softkey.__path__)"
+    out = _run([env_dir / "bin/python", "-c", code], cwd=tmp_path, env=env).stdout
+    assert "site-packages" in out and str(checkout) not in out  # a real copy, not a link
+    rules = _run([env_dir / "bin/softkey", "udev", "--print"], env=env).stdout
+    assert rules == (REPO / "tools/udev/70-softkey-uhid.rules").read_text()
 
 
 def test_pipx_installs_the_cli_from_the_wheel(built, venv: Path, tmp_path: Path) -> None:

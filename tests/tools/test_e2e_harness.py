@@ -109,3 +109,39 @@ def test_static_busybox_check(vm, tmp_path: Path) -> None:  # type: ignore[no-un
 
     assert vm._is_static_elf(elf([1, 1, 4]))  # LOAD, LOAD, NOTE: static
     assert not vm._is_static_elf(elf([6, 3, 1]))  # PHDR, INTERP, LOAD: dynamic
+
+
+# -- docs/ci.md recipe (c), as the VM row ci.recipe_c reads it ----------------------------------
+
+
+@pytest.fixture
+def ci_recipe(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.syspath_prepend(str(VM_DIR))
+    sys.modules.pop("ci_recipe", None)
+    return importlib.import_module("ci_recipe")
+
+
+def test_recipe_c_run_steps_are_read_in_order(ci_recipe) -> None:  # type: ignore[no-untyped-def]
+    steps = ci_recipe.workflow_steps(ci_recipe.recipe("c"))
+    assert steps[0].run.startswith("pip install ./ci/softkey-")
+    plug = next(st for st in steps if st.name == "Plug in a virtual security key")
+    lines = plug.run.splitlines()
+    assert lines[0] == "sudo modprobe uhid" and lines[-1].startswith("softkey status --key ci")
+    tests_step = next(st for st in steps if st.name == "Browser tests")
+    assert "xvfb-run -a npx playwright test --headed" in tests_step.run
+    assert [st.always for st in steps] == [False, False, False, True]
+    assert "kill -TERM" in steps[-1].run
+
+
+def test_workflow_steps_refuse_expressions_and_skip_uses(ci_recipe) -> None:  # type: ignore[no-untyped-def]
+    yaml = (
+        "steps:\n  - uses: actions/checkout@v4\n  - name: a\n    run: |\n      echo one\n\n"
+        "      echo two\n  - if: always()\n    run: echo three\n"
+    )
+    steps = ci_recipe.workflow_steps(yaml)
+    assert [(st.name, st.run, st.always) for st in steps] == [
+        ("a", "echo one\n\necho two\n", False),
+        ("", "echo three", True),
+    ]
+    with pytest.raises(ValueError):
+        ci_recipe.workflow_steps("steps:\n  - run: echo ${{ secrets.X }}\n")

@@ -11,7 +11,8 @@ non-zero if any row failed or never ran.
 Stdlib only. Steps (each one says what it does; all downloads are cached):
   1. apt-get install the host packages the VM borrows (skipped when already installed)
   2. apt-get download Debian's kernel image package, keep vmlinuz + the needed modules
-  3. build the initramfs (static busybox, modules in dependency order, tools/vm/init.sh)
+  3. build the initramfs (static busybox, modules in dependency order, tools/vm/init.sh);
+     for docs/ci.md recipe (c): a wheel of this checkout and an offline venv for it
   4. boot qemu, stream the guest console, collect results from the run directory
 
 See docs/e2e.md.
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +53,8 @@ HOST_PACKAGES: dict[str, str] = {
     "imagemagick": "/usr/bin/import",
     "xdotool": "/usr/bin/xdotool",
     "fonts-dejavu-core": "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "kmod": "/usr/bin/kmod",  # modprobe/depmod: docs/ci.md recipe (c) runs `sudo modprobe uhid`
+    "xauth": "/usr/bin/xauth",  # xvfb-run, in recipe (c)
 }
 
 # What the guest needs; dependencies are resolved from each module's .modinfo.
@@ -279,6 +283,53 @@ def build_initramfs(kdir: Path, work: Path) -> Path:
     return out
 
 
+# -- 3b. what recipe (c) of docs/ci.md installs ---------------------------------------------------
+
+CI_COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", ".hypothesis", ".pytest_cache", "__pycache__"
+)
+
+
+def prepare_ci_recipe(cache: Path) -> dict[str, str]:
+    """A wheel of this checkout and a venv holding its dependencies (the guest is offline).
+
+    The row ci.recipe_c runs the recipe's `pip install ./ci/<wheel>` in the guest for real;
+    with the dependencies already in the venv it needs no network. The wheel is built from a
+    copy of the checkout, so the checkout stays untouched.
+    """
+    out = cache / "ci-recipe"
+    python = REPO / ".venv" / "bin" / "python"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "softkey"
+        shutil.copytree(REPO, source, ignore=CI_COPY_IGNORE, symlinks=True)
+        dist = out / "dist"
+        shutil.rmtree(dist, ignore_errors=True)
+        _checked([str(python), "-m", "build", "--wheel", "--outdir", str(dist), str(source)])
+    (wheel,) = dist.glob("softkey-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA")))
+    deps = [
+        line.split(":", 1)[1].strip()
+        for line in meta.decode().splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    venv = out / "venv"
+    stamp = venv / ".softkey-deps"
+    if not stamp.exists() or stamp.read_text() != "\n".join(deps):
+        shutil.rmtree(venv, ignore_errors=True)
+        _checked([str(python), "-m", "venv", str(venv)])
+        _checked([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *deps])
+        stamp.write_text("\n".join(deps))
+    log(f"recipe (c): {wheel.name}, venv with {', '.join(deps)}")
+    return {"wheel": str(wheel), "venv": str(venv)}
+
+
+def _checked(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise E2EError(f"`{shlex.join(cmd)}` failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+
+
 # -- 4. run -------------------------------------------------------------------------------------
 
 
@@ -472,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_packages(allow_apt=not args.no_apt)
         kdir = ensure_kernel(cache)
         initrd = build_initramfs(kdir, cache)
+        ci_recipe = prepare_ci_recipe(cache)
         run = new_run_dir(cache)
         log(f"run directory: {run}")
         write_guest_entry(run, {
@@ -480,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
             "device_cmd": shlex.split(args.device_cmd) if args.device_cmd else None,
             "only": args.only.split(",") if args.only else None,
             "kernel": (kdir / "version").read_text().strip(),
+            "kernel_dir": str(kdir),
+            "ci_recipe": ci_recipe,
         })  # fmt: skip
         status = boot(kdir, initrd, run, args.timeout, args.memory, args.cpus)
     except E2EError as exc:

@@ -839,6 +839,7 @@ Plan = list["Step | FreshKey"]
 
 def plan() -> Plan:
     import guest_browser
+    import guest_ci
 
     dev = ("device.hidraw",)
     py = ("pyfido2.enumerate",)
@@ -871,6 +872,7 @@ def plan() -> Plan:
         ("libfido2.reset", row_libfido2_reset, dev),
         FreshKey("browser"),
         *guest_browser.plan(),
+        ("ci.recipe_c", guest_ci.row_recipe_c, ("vm.boot",)),
     ]
 
 

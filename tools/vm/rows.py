@@ -184,6 +184,15 @@ ROWS: tuple[Row, ...] = (
         "Chromium's own PIN dialog (typed with xdotool) gets a PIN token; UV flag verified",
     ),
     Row("browser.screenshot", "Chromium", "screenshot of the page", "what the person would see"),
+    # -- docs/ci.md, recipe (c) -------------------------------------------------------------------
+    Row(
+        "ci.recipe_c",
+        "bash",
+        "docs/ci.md recipe (c): its run steps as written",
+        "the GitHub Actions recipe's shell steps work on a real kernel: the wheel installs, "
+        "modprobe, the udev verb, sg + softkey run, status --wait finds the hidraw node, a "
+        "python-fido2 register+login in the test step's place, artifacts, unplug on kill",
+    ),
 )
 
 ROW_IDS = tuple(row.id for row in ROWS)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 ARGS ?=
 
-.PHONY: run test bench e2e fuzz lint demo clean venv
+.PHONY: run test test-random bench e2e fuzz lint demo clean venv
 
 venv: $(STAMP)
 
@@ -24,6 +24,13 @@ run: $(STAMP)
 ## The default test suite (what CI runs).
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+## The same suite in a shuffled order (pytest-randomly): every test must stand alone.
+## RANDOM_SEED=N replays an order (the run prints its seed); CI uses a fixed one.
+RANDOM_SEED ?=
+test-random: $(STAMP)
+	$(PY) -m pytest -q -p randomly $(if $(RANDOM_SEED),--randomly-seed=$(RANDOM_SEED)) \
+		--ignore=tests/packaging $(ARGS)
 
 ## Speed, as ratios to crypto floors; writes docs/benchmarks.md. BENCH_ARGS="--quick" for a smoke run.
 bench: $(STAMP)

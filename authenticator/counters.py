@@ -8,6 +8,12 @@
 The mode is remembered in the state (meta ``counter_mode``) and survives authenticatorReset,
 since it describes the emulated device rather than its credentials. ``set_counter`` lets an
 RP's test rewind or advance a counter to exercise its clone detection.
+
+At 0xFFFFFFFF (the most authenticatorData's 32-bit field holds) the counter stays there. CTAP
+2.1 §6.2.2 says to increment "by some positive value", which is impossible past the top; of
+the two ways out, wrapping to 0 tells an RP (WebAuthn §6.1.1, §7.2) both that the
+authenticator has no counter and, against its stored value, that it was cloned, while staying
+at the top keeps the counter monotonic (never decreasing) and flags only the repeat.
 """
 
 from __future__ import annotations
@@ -61,10 +67,10 @@ def next_value(store: Store, mode: CounterMode, credential_id: bytes) -> int:
         return 0
     if mode is CounterMode.GLOBAL:
         with store.transaction():
-            value = (store.get_int(META_GLOBAL) + 1) & MAX_COUNTER
+            value = min(store.get_int(META_GLOBAL) + 1, MAX_COUNTER)
             store.set_int(META_GLOBAL, value)
         return value
-    return store.increment_counter(credential_id)
+    return store.increment_counter(credential_id, MAX_COUNTER)
 
 
 def current_value(store: Store, mode: CounterMode, credential_id: bytes) -> int:

@@ -289,10 +289,10 @@ class Store:
                 (counter_key(credential_id), value),
             )
 
-    def increment_counter(self, credential_id: bytes) -> int:
-        """Advance and persist the counter before the signature leaves the device."""
+    def increment_counter(self, credential_id: bytes, ceiling: int) -> int:
+        """Advance (up to ``ceiling``) and persist the counter before the signature leaves."""
         with self.transaction():
-            value = (self.get_counter(credential_id) + 1) & 0xFFFFFFFF
+            value = min(self.get_counter(credential_id) + 1, ceiling)
             self.set_counter(credential_id, value)
         return value
 

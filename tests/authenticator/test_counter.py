@@ -172,3 +172,21 @@ def test_set_counter_drives_rp_clone_detection() -> None:
     auth.set_counter(cred.credential_id, 10)
     with pytest.raises(InvalidAuthenticationResponse, match="count"):
         login(stored)
+
+
+@pytest.mark.parametrize("mode", ["per-credential", "global"])
+def test_counter_stays_at_its_32_bit_top(mode: str) -> None:
+    # authenticatorData carries a uint32: at 0xFFFFFFFF the counter stays there instead of
+    # wrapping to 0 (counters.py says why), over CTAP2 and U2F alike.
+    auth = Authenticator(counter_mode=mode)
+    ctap = Ctap2(VirtualCtapDevice(auth))
+    cred = make(ctap, b"u")
+    auth.set_counter(cred, 0xFFFFFFFE)
+    assert [sign(ctap, cred) for _ in range(3)] == [0xFFFFFFFF] * 3
+    assert auth.counter(cred) == 0xFFFFFFFF
+
+    app = hashlib.sha256(b"https://u2f.example").digest()
+    u2f = Ctap1(VirtualCtapDevice(auth))
+    handle = u2f.register(os.urandom(32), app).key_handle
+    auth.set_counter(handle, 0xFFFFFFFF)
+    assert u2f.authenticate(os.urandom(32), app, handle).counter == 0xFFFFFFFF

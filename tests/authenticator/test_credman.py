@@ -316,3 +316,18 @@ def test_cred_protect_public_key_and_large_blob_key_are_reported() -> None:
         got = assertion(key, token, allow=[entry[R.CREDENTIAL_ID]["id"]], cdh=cdh)
         public = CoseKey.parse(entry[R.PUBLIC_KEY])
         public.verify(bytes(got.auth_data) + cdh, got.signature)
+
+
+def test_rp_bound_token_cannot_update_another_rps_user() -> None:
+    # CTAP 2.1 §6.8.6 updateUserInformation: a token with a permissions RP ID may only touch
+    # that RP's credentials (PIN_AUTH_INVALID otherwise), like delete and enumerate.
+    key = with_pin("ctap2.1")
+    mine = resident(key, "a.example", b"alice")
+    theirs = resident(key, "b.example", b"bob")
+    cm = manager(key, permissions=PERM.CREDENTIAL_MGMT, permissions_rpid="a.example")
+    descriptor = {"id": cred_id(theirs), "type": "public-key"}
+    status = status_of(cm.update_user_info, descriptor, {"id": b"bob", "name": "hijacked"})
+    assert status == ERR.PIN_AUTH_INVALID
+    cm.update_user_info({"id": cred_id(mine), "type": "public-key"}, {"id": b"alice", "name": "a"})
+    names = {c.rp_id: c.user_name for c in key.auth.credentials()}
+    assert names["a.example"] == "a" and names["b.example"] != "hijacked"

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap2.config import Config
 from fido2.server import Fido2Server
@@ -199,11 +202,19 @@ def test_hmac_secret_both_protocols_give_the_same_prf(version: int) -> None:
     assert len(both) == 64 and both[:32] == one
     swapped, _ = hmac_get(key, cred, 3 - version, salt2 + salt1)  # the other protocol
     assert swapped == both[32:] + both[:32]
-    # White-box: output = HMAC-SHA-256(CredRandomWithoutUV, salt).
-    secrets = key.auth.wrapper.unwrap(cred, hashlib.sha256(RP_ID.encode()).digest())
-    assert secrets is not None and secrets.hmac_secret
-    expected = hmac.new(ext.cred_random(secrets, uv=False), salt1, hashlib.sha256).digest()
-    assert one == expected
+    # Derived without the project's code: decrypt the ID with raw `cryptography` as
+    # docs/credential-id.md describes, take the CredRandom seed, derive CredRandomWithoutUV as
+    # documented there, and apply §12.5's output = HMAC-SHA-256(CredRandom, salt1).
+    master = key.auth.store.get_meta("master_key")
+    assert master is not None
+    k_enc = HKDF(hashes.SHA256(), 16, None, b"softkey/v1/credential-id/enc").derive(master)
+    decryptor = Cipher(algorithms.AES(k_enc), modes.CTR(cred[1:17])).decryptor()
+    plaintext = decryptor.update(cred[17:-16]) + decryptor.finalize()
+    assert plaintext[2] & 0b10  # flags: made with hmac-secret
+    key_len = plaintext[4]
+    seed = plaintext[5 + key_len : 37 + key_len]
+    cred_random = hmac.new(seed, b"softkey/v1/CredRandomWithoutUV", hashlib.sha256).digest()
+    assert one == hmac.new(cred_random, salt1, hashlib.sha256).digest()
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -248,3 +248,18 @@ def test_writes_need_an_lbw_token_once_a_pin_is_set(version: int) -> None:
 def test_python_fido2_write_without_token_on_a_pin_key_is_refused() -> None:
     key = with_pin()
     assert status_of(LargeBlobs(key.ctap).write_blob_array, []) == ERR.PUAT_REQUIRED
+
+
+def test_always_uv_without_a_pin_still_needs_a_token_to_write() -> None:
+    # §6.10.2: "protected by some form of user verification, or alwaysUv is true" -> a write
+    # needs pinUvAuthParam. A key with alwaysUv on and no PIN cannot give one: no write at all.
+    from fido2.ctap2.config import Config
+
+    key = new_key("ctap2.1")
+    Config(key.ctap).toggle_always_uv()  # allowed without a PIN (§6.11)
+    assert key.ctap.get_info().options["alwaysUv"] is True
+    before = lb.read_array(key.auth)
+    data = serialized(b"\x81\x41z")
+    assert send(key, set=data, offset=0, length=len(data)) == ERR.PUAT_REQUIRED
+    assert status_of(LargeBlobs(key.ctap).write_blob_array, []) == ERR.PUAT_REQUIRED
+    assert lb.read_array(key.auth) == before

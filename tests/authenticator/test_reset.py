@@ -140,3 +140,17 @@ def test_reset_is_refused_on_a_denying_key_and_state_survives() -> None:
         assert status_of(key.ctap.reset) == ERR.OPERATION_DENIED
     key.auth.presence = FixedPresence(Verdict.APPROVED)
     assertion(key, allow=[cid])
+
+
+@pytest.mark.parametrize(("seconds", "allowed"), [(9.999, True), (10.0, True), (10.001, False)])
+def test_reset_window_boundary(seconds: float, allowed: bool) -> None:
+    # §6.6: reset only "within 10 seconds" of power-up, 10.0 s itself included.
+    key = new_key("ctap2.1")
+    make(key, rk=True)
+    key.clock.advance(seconds)
+    if allowed:
+        key.ctap.reset()
+        assert key.auth.credentials() == []
+    else:
+        assert status_of(key.ctap.reset) == ERR.NOT_ALLOWED
+        assert len(key.auth.credentials()) == 1

@@ -7,6 +7,8 @@ pytester tests check the command-line/ini/marker configuration in a separate pyt
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from fido2.client import ClientError
 from fido2.ctap import CtapError
@@ -37,6 +39,14 @@ def _register(softkey, server: Fido2Server, user=ALICE, resident: bool = False):
     )
     response = softkey.client.make_credential(options.public_key)
     return server.register_complete(state, response).credential_data
+
+
+def _log_in(softkey, server: Fido2Server, credential) -> None:
+    """A login with ``credential`` that the RP (Fido2Server) verifies; raises if it does not."""
+    request, state = server.authenticate_begin([credential], user_verification=DISCOURAGED)
+    response = softkey.client.get_assertion(request.public_key).get_response(0)
+    result = server.authenticate_complete(state, [credential], response)
+    assert result.credential_id == credential.credential_id
 
 
 # -- the sample RP test (docs/ci.md shows the same) --------------------------------------------
@@ -90,7 +100,7 @@ def test_denied_touch_fails_registration(softkey) -> None:
     assert softkey.credentials() == []
 
     softkey.approve()
-    assert _register(softkey, server) is not None
+    _log_in(softkey, server, _register(softkey, server))
 
 
 def test_scripted_verdicts_then_default(softkey) -> None:
@@ -111,16 +121,19 @@ def test_denying_block_restores_previous_policy(softkey) -> None:
     server = Fido2Server(RP)
     with softkey.denying():
         options, _ = server.register_begin(ALICE, user_verification=DISCOURAGED)
-        with pytest.raises(ClientError):
+        with pytest.raises(ClientError) as excinfo:
             softkey.client.make_credential(options.public_key)
-    assert _register(softkey, server) is not None
+        assert excinfo.value.cause.code == CtapError.ERR.OPERATION_DENIED
+    _log_in(softkey, server, _register(softkey, server))
 
 
 @pytest.mark.softkey(presence="deny")
 def test_marker_sets_presence(softkey) -> None:
     options, _ = Fido2Server(RP).register_begin(ALICE, user_verification=DISCOURAGED)
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError) as excinfo:
         softkey.client.make_credential(options.public_key)
+    assert excinfo.value.cause.code == CtapError.ERR.OPERATION_DENIED
+    assert [r.purpose for r in softkey.presence_requests] == ["makeCredential"]
 
 
 # -- profiles: marker and indirect parametrization ---------------------------------------------
@@ -186,13 +199,16 @@ def test_reset_revokes_non_resident_credentials(softkey) -> None:
 
 def test_client_refuses_an_rp_id_foreign_to_its_origin(softkey) -> None:
     other = Fido2Server(PublicKeyCredentialRpEntity(id="other.test", name="Other"))
-    options, _ = other.register_begin(ALICE, user_verification=DISCOURAGED)
+    options, state = other.register_begin(ALICE, user_verification=DISCOURAGED)
     with pytest.raises(ClientError) as excinfo:
         softkey.client.make_credential(options.public_key)
     assert excinfo.value.code == ClientError.ERR.BAD_REQUEST
-    # The same key used from the right origin works.
+    assert softkey.presence_requests == []  # refused by the client: the key was never asked
+    # The same key used from the right origin works, and the RP verifies the result.
     client = softkey.client_for("https://login.other.test")
-    assert client.make_credential(options.public_key) is not None
+    registration = client.make_credential(options.public_key)
+    auth_data = other.register_complete(state, registration)
+    assert auth_data.rp_id_hash == hashlib.sha256(b"other.test").digest()
 
 
 def test_template_state_is_copied_not_changed(softkey_factory, tmp_path) -> None:

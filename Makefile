@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 ARGS ?=
 
-.PHONY: run test test-random bench e2e fuzz lint demo clean venv
+.PHONY: run test test-random bench e2e fuzz mutate lint demo clean venv
 
 venv: $(STAMP)
 
@@ -42,6 +42,13 @@ FUZZ_MINUTES ?= 5
 fuzz: $(STAMP)
 	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet atheris 2>/dev/null || echo "atheris did not install here; fuzzing with hypothesis instead"
 	$(PY) -m softkey.tools.dev.fuzz --minutes $(FUZZ_MINUTES) $(FUZZ_ARGS)
+
+## Mutation testing (cosmic-ray) of the spec-critical modules: score and surviving mutants.
+## Slow (every mutant runs its module's tests): MUTATE_ARGS="--sample 40 --minutes 10" for a
+## time-boxed sample, "--modules keywrap,pin", "--help".
+mutate: $(STAMP)
+	@$(PY) -c 'import cosmic_ray' 2>/dev/null || $(PY) -m pip install --quiet 'cosmic-ray>=8.7'
+	$(PY) -m softkey.tools.dev.mutate $(MUTATE_ARGS)
 
 ## Real kernel, real clients: softkey over UHID in a qemu VM (docs/e2e.md). E2E_ARGS="--help".
 e2e: $(STAMP)

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -96,7 +97,11 @@ def _activate() -> list[str]:
 
 def sudo_hint(verb: str = "--install") -> str:
     """The command to run as root; with the full path, as sudo's PATH may not reach a venv."""
-    exe = shutil.which("softkey")
+    running = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if running is not None and running.name == "softkey" and running.is_file():
+        exe: str | None = str(running.resolve())
+    else:
+        exe = shutil.which("softkey")
     return f"sudo {shlex.quote(exe) if exe else 'softkey'} udev {verb}"
 
 

@@ -39,28 +39,27 @@ def _public_key_member(options: Any) -> Any:
     return getattr(options, "public_key", options)  # Fido2Server's register/authenticate_begin
 
 
+def _options(options: Any, cls: Any, kind: str) -> Any:
+    value = _public_key_member(options)
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return cls.from_dict(value)
+    raise TypeError(f"cannot read {kind} options from {type(options).__name__}")
+
+
 def creation_options(options: Any) -> PublicKeyCredentialCreationOptions:
     """What ``navigator.credentials.create({publicKey})`` is given, as python-fido2 takes it.
 
     Accepts py_webauthn's ``options_to_json(...)`` text, that text parsed, a ``{"publicKey":
     ...}`` wrapper, Fido2Server's ``register_begin`` result, or the options object itself.
     """
-    value = _public_key_member(options)
-    if isinstance(value, PublicKeyCredentialCreationOptions):
-        return value
-    if isinstance(value, Mapping):
-        return PublicKeyCredentialCreationOptions.from_dict(value)
-    raise TypeError(f"cannot read creation options from {type(options).__name__}")
+    return _options(options, PublicKeyCredentialCreationOptions, "creation")
 
 
 def request_options(options: Any) -> PublicKeyCredentialRequestOptions:
     """What ``navigator.credentials.get({publicKey})`` is given (the same shapes as above)."""
-    value = _public_key_member(options)
-    if isinstance(value, PublicKeyCredentialRequestOptions):
-        return value
-    if isinstance(value, Mapping):
-        return PublicKeyCredentialRequestOptions.from_dict(value)
-    raise TypeError(f"cannot read request options from {type(options).__name__}")
+    return _options(options, PublicKeyCredentialRequestOptions, "request")
 
 
 class ExplainedClientError(ClientError):

@@ -127,3 +127,17 @@ def test_install_on_the_live_system_needs_root(monkeypatch: pytest.MonkeyPatch) 
 
 def test_one_action_at_a_time() -> None:
     assert softkey("udev", "--install", "--uninstall").exit_code == 2
+
+
+def test_sudo_hint_names_the_running_softkey_by_its_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sudo's PATH rarely reaches a virtualenv: the hint must work when pasted as it is.
+    from softkey.tools import udev_setup
+
+    exe = tmp_path / "venv" / "bin" / "softkey"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    monkeypatch.setattr("sys.argv", [str(exe), "run"])
+    assert udev_setup.sudo_hint() == f"sudo {exe} udev --install"
+    assert udev_setup.sudo_hint("--uninstall").endswith("udev --uninstall")

@@ -298,7 +298,10 @@ def make_softkey(
     auth = Authenticator(profile, state, presence=scripted, clock=clock)
     key = SoftKey(auth, scripted, clock, origin or DEFAULT_ORIGIN, pin=None)
     if pin is not None:
-        key.set_pin(pin)
+        if auth.pin_status()["set"]:
+            key.pin = pin  # a template/state that has its PIN: the client just types it
+        else:
+            key.set_pin(pin)
     return key
 
 

@@ -83,14 +83,15 @@ PIN_HINT = (
 )
 
 
-def explain(error: ClientError, authenticator: Authenticator, profile_name: str) -> str:
+def explain(error: ClientError, authenticator: Authenticator) -> str:
     """One message saying what the key answered and, where the fixture can fix it, how."""
     cause = error.cause
     if isinstance(cause, CtapError):
         outcome = authenticator.last_outcome
         reason = outcome.reason if outcome is not None and outcome.status == cause.code else ""
         message = f"{cause.code.name}: " + (reason or "the key refused the request")
-        message += f" (key profile {profile_name}; python-fido2 reports {error.code.name})"
+        profile = authenticator.profile.name
+        message += f" (key profile {profile}; python-fido2 reports {error.code.name})"
         if cause.code == CtapError.ERR.KEY_STORE_FULL:
             message += (
                 "; free a slot (softkey.authenticator.delete_credential(id), "
@@ -122,11 +123,8 @@ class RpClient(Fido2Client):
                 "the key has a PIN and the client was given none (python-fido2 "
                 f"PinRequiredError); {PIN_HINT}",
             ) from exc
-        except ExplainedClientError:
-            raise
         except ClientError as exc:
-            profile = self._authenticator.profile.name
-            raise ExplainedClientError(exc, explain(exc, self._authenticator, profile)) from exc
+            raise ExplainedClientError(exc, explain(exc, self._authenticator)) from exc
 
     def make_credential(self, options: Any, event: Any = None) -> Any:  # type: ignore[override]
         return self._explained(lambda: super(RpClient, self).make_credential(options, event))

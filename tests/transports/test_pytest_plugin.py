@@ -331,3 +331,20 @@ def test_pin_from_command_line_or_ini(pytester: pytest.Pytester, how: str, expec
     result = pytester.runpytest_inprocess(*args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*{expected}*"])
+
+
+def test_pin_for_a_template_that_already_has_it(softkey_factory, tmp_path) -> None:
+    from softkey.authenticator import Authenticator
+
+    template = tmp_path / "with-pin.sqlite3"
+    with Authenticator("ctap2.1", template) as auth:
+        auth.set_pin("2468")
+    key = softkey_factory(template=template, pin="2468")
+    options, state = Fido2Server(RP).register_begin(
+        ALICE, user_verification=UserVerificationRequirement.REQUIRED
+    )
+    auth_data = Fido2Server(RP).register_complete(
+        state, key.client.make_credential(options.public_key)
+    )
+    assert auth_data.is_user_verified()
+    assert key.authenticator.pin_status()["retries"] == 8  # the right PIN, first time

@@ -136,3 +136,53 @@ def test_largest_id_fits_a_u2f_key_handle() -> None:
 def test_arbitrary_bytes_are_never_an_exception(data: bytes) -> None:
     wrapper = KeyWrapper(b"\x42" * 32)
     assert wrapper.unwrap(data, b"\0" * 32) is None
+
+
+@pytest.mark.parametrize("alg", [-7, -8, -35])
+@pytest.mark.parametrize("blob_len", [0, 1, 2, 31, 64])
+def test_round_trip_keeps_every_field(alg: int, blob_len: int) -> None:
+    wrapper = KeyWrapper(b"\x42" * 32)
+    rp_hash = hashlib.sha256(b"example.com").digest()
+    flag_sets = [(False, False, 1), (True, False, 2), (False, True, 3), (True, True, 3)]
+    for discoverable, hmac_secret, cred_protect in flag_sets:
+        secrets = CredentialSecrets(
+            alg=alg,
+            private_key=cose.generate(alg),
+            discoverable=discoverable,
+            cred_protect=cred_protect,
+            cred_random=bytes(range(32)),
+            cred_blob=bytes(range(1, blob_len + 1)),
+            hmac_secret=hmac_secret,
+        )
+        assert wrapper.unwrap(wrapper.wrap(secrets, rp_hash), rp_hash) == secrets
+
+
+def test_master_key_must_be_32_bytes() -> None:
+    for size in (0, 31, 33, 64):
+        with pytest.raises(ValueError):
+            KeyWrapper(b"\x42" * size)
+
+
+def test_decode_refuses_every_malformed_plaintext() -> None:
+    # decode only ever sees plaintext behind a valid tag, i.e. written by this master key; it
+    # still checks every length, so a bug in encode can never turn into a wrong key.
+    good = CredentialSecrets(
+        alg=-7, private_key=cose.generate(-7), cred_random=b"\x07" * 32, cred_blob=b"blob"
+    ).encode()
+    assert CredentialSecrets.decode(good) is not None
+    key_len = good[4]
+    random_at = 5 + key_len
+    blob_at = random_at + 32
+    bad = {
+        "empty": b"",
+        "header only": good[:5],
+        "trailing byte": good + b"\x00",
+        "blob cut short": good[:-1],
+        "blob length too big": good[:blob_at] + bytes([5]) + good[blob_at + 1 :],
+        "blob length too small": good[:blob_at] + bytes([3]) + good[blob_at + 1 :],
+        "credRandom cut short": good[:random_at] + b"\x07" * 31,
+        "unknown alg": struct.pack(">h", -9) + good[2:],
+        "key not on the curve": good[:5] + b"\xff" * key_len + good[random_at:],
+    }
+    for what, data in bad.items():
+        assert CredentialSecrets.decode(data) is None, what

@@ -4,7 +4,8 @@ cosmic-ray finds the mutants (its operators: comparisons, numbers, boolean and b
 operators, exceptions ...) and applies each one; this driver decides which run, runs each
 module's own tests against it, and reports the score and the surviving mutants with their
 diffs. Equivalent mutants (no test could tell them apart: the behaviour is the same) are listed
-in tools/dev/mutate-equivalent.txt with the reason, and are left out of the score.
+in tools/dev/mutate-equivalent.txt with the reason, and are left out of the score; so are
+mutants inside type annotations, which `from __future__ import annotations` never evaluates.
 
 Safe for a working tree: every mutant is applied to a copy under build/mutate/tree (the three
 package folders, tests/ and docs/, with a softkey/ folder of links on PYTHONPATH, so
@@ -18,6 +19,7 @@ package folders, tests/ and docs/, with a softkey/ folder of links on PYTHONPATH
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import shutil
@@ -70,8 +72,9 @@ COPIED = ("authenticator", "transports", "tools", "tests", "docs")
 class Outcome:
     module: str
     killed: int = 0
-    survived: list[tuple[int, str, str]] = field(default_factory=list)  # (line, operator, diff)
+    survived: list[tuple[str, str, str]] = field(default_factory=list)  # (line:col, op, diff)
     equivalent: int = 0
+    in_annotations: int = 0
     not_run: int = 0
     incompetent: int = 0
 
@@ -94,17 +97,41 @@ def make_tree() -> Path:
     return tree
 
 
-def load_equivalent() -> set[tuple[str, int, str]]:
-    """(module, line, operator) of mutants known to be equivalent (see the file's header)."""
+def load_equivalent() -> set[tuple[str, str, str]]:
+    """(module, "line:col", operator) of mutants known to be equivalent (the file's header)."""
     known = set()
     for raw in EQUIVALENT.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         location, operator = line.split()
-        module, lineno = location.rsplit(":", 1)
-        known.add((module, int(lineno), operator))
+        module, where = location.split(":", 1)
+        known.add((module, where, operator))
     return known
+
+
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where a module's annotations are, if they are never evaluated (PEP 563)."""
+    tree = ast.parse(path.read_text())
+    lazy = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    )
+    if not lazy:
+        return []
+    spans = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.arg | ast.AnnAssign):
+            found.append(node.annotation)
+        for ann in found:
+            if ann is not None and ann.end_lineno is not None and ann.end_col_offset is not None:
+                spans.append(((ann.lineno, ann.col_offset), (ann.end_lineno, ann.end_col_offset)))
+    return spans
 
 
 def test_command(tests: tuple[str, ...]) -> str:
@@ -140,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{baseline.stdout[-3000:]}")  # fmt: skip
             return 1
         items = list(_all_work_items([Path(module)], {}))
+        annotations = annotation_spans(Path(module))
         if args.sample and len(items) > args.sample:
             chosen = set(id(i) for i in rng.sample(items, args.sample))
             outcome.not_run += len(items) - args.sample
@@ -147,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{module}: {len(items)} mutants, tests: {' '.join(TARGETS[module])}", flush=True)
         for number, item in enumerate(items, 1):
             (spec,) = item.mutations
-            line = spec.start_pos[0]
-            if (module, line, spec.operator_name) in equivalent:
+            where = f"{spec.start_pos[0]}:{spec.start_pos[1]}"
+            if any(start <= tuple(spec.start_pos) < end for start, end in annotations):
+                outcome.in_annotations += 1
+                continue
+            if (module, where, spec.operator_name) in equivalent:
                 outcome.equivalent += 1
                 continue
             if deadline is not None and time.monotonic() > deadline:
@@ -158,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
             if result.worker_outcome == WorkerOutcome.NO_TEST:
                 outcome.equivalent += 1  # nothing to mutate at that occurrence
             elif result.test_outcome == TestOutcome.SURVIVED:
-                outcome.survived.append((line, spec.operator_name, result.diff or ""))
-                print(f"  survived {module}:{line} {spec.operator_name}", flush=True)
+                outcome.survived.append((where, spec.operator_name, result.diff or ""))
+                print(f"  survived {module}:{where} {spec.operator_name}", flush=True)
             elif result.test_outcome == TestOutcome.INCOMPETENT:
                 outcome.incompetent += 1
             else:
@@ -170,12 +201,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(outcomes: list[Outcome], args: argparse.Namespace) -> int:
-    print("\nmodule                      killed  survived  score   equivalent  not run")
+    print("\nmodule                      killed  survived  score   equivalent  annotation  not run")
     killed = survived = 0
     for o in outcomes:
         score = "   -" if o.score is None else f"{o.score:6.1%}"
         print(f"{o.module:<27} {o.killed:6d}  {len(o.survived):8d}  {score}  {o.equivalent:10d}"
-              f"  {o.not_run:7d}")  # fmt: skip
+              f"  {o.in_annotations:10d}  {o.not_run:7d}")  # fmt: skip
         killed += o.killed
         survived += len(o.survived)
     total = killed / (killed + survived) if killed + survived else None
@@ -185,8 +216,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> int:
     if any(o.not_run for o in outcomes):
         print("partial run (--sample / --minutes): the score covers only the mutants run")
     for o in outcomes:
-        for line, operator, diff in o.survived:
-            print(f"\nsurvivor {o.module}:{line} {operator}\n{diff.strip()}")
+        for where, operator, diff in o.survived:
+            print(f"\nsurvivor {o.module}:{where} {operator}\n{diff.strip()}")
     print(f"\nequivalent mutants are listed in {EQUIVALENT.relative_to(ROOT)}")
     return 0
 

@@ -86,7 +86,9 @@ class CredentialSecrets:
             pos += blob_len
         except (struct.error, IndexError):
             return None
-        if pos != len(data) or len(cred_random) != CRED_RANDOM_LEN or len(cred_blob) != blob_len:
+        # pos is where the fields say the data ends: equal to the length only when every slice
+        # above was whole (a short one means the data ended earlier), and nothing trails.
+        if pos != len(data):
             return None
         if alg not in cose.SUPPORTED or not cose.private_key_valid(alg, private_key):
             return None

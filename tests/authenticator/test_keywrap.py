@@ -186,3 +186,16 @@ def test_decode_refuses_every_malformed_plaintext() -> None:
     }
     for what, data in bad.items():
         assert CredentialSecrets.decode(data) is None, what
+
+
+def test_ids_shorter_than_version_iv_tag_are_refused_even_with_a_valid_tag() -> None:
+    # Only the master key's owner could make such an ID; it must still be "not mine", never a
+    # crash (an IV shorter than 16 bytes would make AES-CTR raise).
+    master = b"\x42" * 32
+    wrapper = KeyWrapper(master)
+    k_mac = _hkdf(master, b"softkey/v1/credential-id/mac", 32)
+    rp_hash = hashlib.sha256(b"example.com").digest()
+    for body_len in range(1, 18):
+        body = b"\x01" + bytes(body_len - 1)
+        forged = body + hmac.new(k_mac, body + rp_hash, hashlib.sha256).digest()[:16]
+        assert wrapper.unwrap(forged, rp_hash) is None, body_len

@@ -57,10 +57,20 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 
 @pytest.fixture(scope="module")
-def venv(built: tuple[Path, Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with the wheel, pytest and py_webauthn (what an RP project has)."""
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A relying party's repository with its own `authenticator` and `tools` packages."""
+    project = tmp_path_factory.mktemp("rp") / "rp"
+    for package in ("authenticator", "tools"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text('WHOSE = "the relying party\'s"\n')
+    return project
+
+
+@pytest.fixture(scope="module")
+def venv(built: tuple[Path, Path, str], project: Path) -> Path:
+    """The project's fresh virtualenv (.venv inside it) with the wheel, pytest, py_webauthn."""
     wheel = built[0]
-    env_dir = tmp_path_factory.mktemp("rp-venv") / "venv"
+    env_dir = project / ".venv"
     _run([sys.executable, "-m", "venv", env_dir])
     _run([env_dir / "bin/python", "-m", "pip", "install", "-q", wheel, "pytest", "webauthn"])
     return env_dir
@@ -131,12 +141,8 @@ def test_own_packages_are_not_shadowed(softkey):
 
 
 def test_rp_project_with_its_own_authenticator_and_tools_runs_the_recipes(
-    venv: Path, tmp_path: Path
+    project: Path, venv: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "rp"
-    for package in ("authenticator", "tools"):
-        (project / package).mkdir(parents=True)
-        (project / package / "__init__.py").write_text('WHOSE = "the relying party\'s"\n')
     tests = project / "tests"
     tests.mkdir()
     (tests / "test_py_webauthn.py").write_text(recipe("a: py_webauthn"))

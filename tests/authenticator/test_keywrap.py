@@ -199,3 +199,14 @@ def test_ids_shorter_than_version_iv_tag_are_refused_even_with_a_valid_tag() -> 
         body = b"\x01" + bytes(body_len - 1)
         forged = body + hmac.new(k_mac, body + rp_hash, hashlib.sha256).digest()[:16]
         assert wrapper.unwrap(forged, rp_hash) is None, body_len
+
+
+@pytest.mark.parametrize("version", [0x00, 0x02, 0xFF])
+def test_unknown_version_is_refused_even_with_a_valid_tag(version: int) -> None:
+    master = b"\x42" * 32
+    wrapper, secrets, rp_hash, cid = _fresh()
+    k_mac = _hkdf(master, b"softkey/v1/credential-id/mac", 32)
+    body = bytes([version]) + cid[1:-16]
+    forged = body + hmac.new(k_mac, body + rp_hash, hashlib.sha256).digest()[:16]
+    assert wrapper.unwrap(forged, rp_hash) is None
+    assert wrapper.unwrap(cid, rp_hash) == secrets

@@ -331,3 +331,36 @@ def test_rp_bound_token_cannot_update_another_rps_user() -> None:
     cm.update_user_info({"id": cred_id(mine), "type": "public-key"}, {"id": b"alice", "name": "a"})
     names = {c.rp_id: c.user_name for c in key.auth.credentials()}
     assert names["a.example"] == "a" and names["b.example"] != "hijacked"
+
+
+def test_2_1_pre_has_only_the_preview_command() -> None:
+    key = with_pin("ctap2.1-pre")
+    assert raw(key.auth, 0x0A, {1: 1}) == bytes([Status.INVALID_COMMAND])
+    options = key.ctap.get_info().options
+    assert options.get("credentialMgmtPreview") is True and "credMgmt" not in options
+
+
+@pytest.mark.parametrize("smaller", [True, False])
+def test_update_refuses_any_other_user_id(smaller: bool) -> None:
+    # Not just one that sorts after the stored id: any other id is INVALID_PARAMETER.
+    key = with_pin("ctap2.1")
+    resident(key, RP_ID, b"mallory")
+    cm = manager(key)
+    entry = cm.enumerate_creds(rp_id_hash(RP_ID))[0]
+    other = b"aaron" if smaller else b"zoe"
+    status = status_of(cm.update_user_info, entry[R.CREDENTIAL_ID], {"id": other, "name": "x"})
+    assert status == ERR.INVALID_PARAMETER
+
+
+@pytest.mark.parametrize(
+    ("bound", "target"), [("a.example", "b.example"), ("b.example", "a.example")]
+)
+def test_rp_bound_token_is_refused_for_the_other_rp_either_way(bound: str, target: str) -> None:
+    # Whichever of the two RP ID hashes sorts first, the other RP's credential is off limits.
+    key = with_pin("ctap2.1")
+    creds = {rp: resident(key, rp, b"user") for rp in ("a.example", "b.example")}
+    cm = manager(key, permissions=PERM.CREDENTIAL_MGMT, permissions_rpid=bound)
+    descriptor = {"id": cred_id(creds[target]), "type": "public-key"}
+    assert status_of(cm.delete_cred, descriptor) == ERR.PIN_AUTH_INVALID
+    assert status_of(cm.enumerate_creds_begin, rp_id_hash(target)) == ERR.PIN_AUTH_INVALID
+    assert len(key.auth.credentials()) == 2

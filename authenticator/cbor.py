@@ -6,6 +6,17 @@ valid UTF-8, a bounded nesting depth and no trailing bytes. Every violation rais
 ``CtapError(INVALID_CBOR)``; callers turn wrong *types* of well-formed values into
 CBOR_UNEXPECTED_TYPE themselves.
 
+Map keys must be integers (major types 0 and 1) or text strings (major type 3): every map
+CTAP 2.1 defines is keyed so — command parameters and COSE_Keys by integers (§8 "Message
+Encoding", RFC 8152 §7), WebAuthn entities, options and extension maps by text. Any other
+key (``true``/``false``/``null``, byte strings, floats, arrays, maps) is INVALID_CBOR.
+This is a security check, not pedantry: in Python ``True == 1`` and ``hash(True) ==
+hash(1)``, so a map ``{1: a, true: b}`` — distinct, canonically ordered CBOR keys — would
+otherwise decode to ``{1: b}`` and a handler reading member 1 would see the attacker's
+second value. With keys limited to ``int`` and ``str`` (which never compare equal to each
+other), distinct encodings are distinct Python keys, so the strictly increasing encoded
+order checked below also rules out duplicates in the decoded dict.
+
 Responses are encoded in CTAP2 canonical form: map keys sorted by major type, then by
 encoded length, then bytewise (§8 "CTAP2 canonical CBOR encoding form"). This is not the
 same order as RFC 7049's length-first rule for mixed-type maps, which is why we do not use
@@ -21,6 +32,8 @@ from typing import Any
 from .ctap import CtapError, Status
 
 MAX_DEPTH = 8
+# Major types allowed for map keys: unsigned integer, negative integer, text string.
+_KEY_MAJORS = frozenset((0, 1, 3))
 _TINY = tuple(tuple(bytes([(major << 5) | v]) for v in range(24)) for major in range(8))
 _U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
@@ -162,9 +175,12 @@ class _Decoder:
             data = self.data
             for _ in range(arg):
                 start = self.pos
+                # Integer or text keys only (see the module docstring): anything else could
+                # alias an integer key in the decoded dict (True == 1, 1.0 == 1). Checked on
+                # the initial byte, before decoding, so no other key is ever built.
+                if start < self.end and data[start] >> 5 not in _KEY_MAJORS:
+                    raise self._fail("map key must be an integer or a text string")
                 key = self.item(depth + 1)
-                if type(key) is list or type(key) is dict:
-                    raise self._fail("map key must be a scalar")
                 encoded = data[start : self.pos]
                 sort_key = (encoded[0] >> 5, len(encoded), encoded)
                 if previous is not None and sort_key <= previous:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import cbor, cose
 from .ctap import Cmd, CtapError, Status
 from .environment import Interaction
-from .params import get, opt
+from .params import get, get_name, get_user_handle, opt
 from .pin import Permission, TokenState
 from .profiles import Profile
 from .store import ResidentCredential
@@ -198,12 +198,12 @@ def _handle(auth: Authenticator, params: dict, allowed: frozenset[int]) -> dict 
     cred = _find(auth, sub_params)
     user = get(sub_params, CredMgmtParamKey.USER, dict)
     _require_rp(token, cred.rp_id_hash)
-    user_id = get(user, "id", bytes)
+    user_id = get_user_handle(user)  # 1-64 bytes, else INVALID_LENGTH (params.py)
     if user_id != cred.user_id:
         raise CtapError(Status.INVALID_PARAMETER, "user.id differs from the credential's")
     # Members left out are removed (the platform sends the whole new entity).
     auth.store.update_user(
-        cred.credential_id, opt(user, "name", str), opt(user, "displayName", str)
+        cred.credential_id, get_name(user, "name"), get_name(user, "displayName")
     )
     return None
 

@@ -29,7 +29,16 @@ from .ctap import (
 )
 from .environment import Interaction
 from .keywrap import MAX_ID_LEN, CredentialSecrets
-from .params import descriptor_list, get, opt, options_map
+from .params import (
+    descriptor_list,
+    get,
+    get_client_data_hash,
+    get_name,
+    get_rp_id,
+    get_user_handle,
+    opt,
+    options_map,
+)
 from .profiles import CTAP2_0, CTAP2_1
 from .store import ResidentCredential
 
@@ -93,7 +102,10 @@ class PendingAssertions:
 
 def make_credential(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
     K = MakeCredentialKey
-    client_data_hash = get(params, K.CLIENT_DATA_HASH, bytes)
+    # Field sizes (params.py "Field sizes"): clientDataHash exactly 32 bytes, rp.id 1-253
+    # bytes, user.id 1-64 bytes, else INVALID_LENGTH (CTAP 2.1 §8.2); names are truncated to
+    # 64 bytes (CTAP 2.1 §6.1, WebAuthn §6.4.1), so no oversized value reaches the store.
+    client_data_hash = get_client_data_hash(params, K.CLIENT_DATA_HASH)
     rp = get(params, K.RP, dict)
     user = get(params, K.USER, dict)
     cred_params = get(params, K.PUB_KEY_CRED_PARAMS, list)
@@ -105,11 +117,11 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     enterprise_request = opt(params, K.ENTERPRISE_ATTESTATION, int)
     formats_preference = opt(params, K.ATTESTATION_FORMATS_PREFERENCE, list)
 
-    rp_id = get(rp, "id", str)
-    rp_name = opt(rp, "name", str)
-    user_id = get(user, "id", bytes)
-    user_name = opt(user, "name", str)
-    user_display_name = opt(user, "displayName", str)
+    rp_id = get_rp_id(rp, "id")
+    rp_name = get_name(rp, "name")
+    user_id = get_user_handle(user)
+    user_name = get_name(user, "name")
+    user_display_name = get_name(user, "displayName")
 
     # Step 3: choose the first supported algorithm, in the platform's order of preference.
     alg = None
@@ -268,8 +280,9 @@ def _assertion(
 
 def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
     K = GetAssertionKey
-    rp_id = get(params, K.RP_ID, str)
-    client_data_hash = get(params, K.CLIENT_DATA_HASH, bytes)
+    # The same sizes as makeCredential (params.py "Field sizes"; CTAP 2.1 §6.2, §8.2).
+    rp_id = get_rp_id(params, K.RP_ID)
+    client_data_hash = get_client_data_hash(params, K.CLIENT_DATA_HASH)
     allow_ids = descriptor_list(params, K.ALLOW_LIST)
     extensions = opt(params, K.EXTENSIONS, dict) or {}
     options = options_map(params, K.OPTIONS)

@@ -143,9 +143,12 @@ class PinProtocol:
         if not isinstance(peer, dict):
             raise CtapError(Status.CBOR_UNEXPECTED_TYPE, "keyAgreement must be a COSE_Key map")
         x, y = peer.get(-2), peer.get(-3)
+        # crv 1 (P-256, RFC 8152 §13.1) is a CBOR integer: `true` is not 1, though True == 1.
+        crv = peer.get(-1)
         if (
             peer.get(1) != 2
-            or peer.get(-1) != 1
+            or type(crv) is not int
+            or crv != 1
             or not isinstance(x, bytes)
             or not isinstance(y, bytes)
             or len(x) != 32

@@ -3,19 +3,24 @@
 One transaction per state change (``BEGIN IMMEDIATE`` ... ``COMMIT``), WAL journal and
 ``synchronous=FULL`` for files, so a crash between two requests never loses a committed
 credential nor leaves a half-written one. ``path=None`` keeps everything in memory.
-State files are created 0600 before SQLite opens them; SQLite gives its -wal/-shm files the
-same mode as the database.
+State files and their -wal/-shm are created 0600 and checked (private_files.py) before SQLite
+opens them; writers serialise on :class:`StateLock`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import private_files
 
 SCHEMA_VERSION = 1
 
@@ -90,31 +95,118 @@ def counter_key(credential_id: bytes) -> bytes:
     return hashlib.sha256(credential_id).digest()[:16]
 
 
+# Descriptors this process holds on open state files (and their -wal/-shm), per inode. Closing
+# *any* descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+# included (SQLite's "How To Corrupt" §2.2): a second Store on the same file must never close
+# its checked descriptor while the first is open, or other processes would see the file
+# unlocked and could checkpoint and delete the WAL under it (tests/tools/test_crash_safety.py).
+# So the descriptors stay open until the last Store of that inode in this process closes.
+_OPEN_FILES: dict[tuple[int, int], list[int]] = {}
+_OPEN_USERS: dict[tuple[int, int], int] = {}
+_OPEN_GUARD = threading.Lock()
+
+# SQLite opens these by name next to the database; we create or check them first.
+_SIDECARS = ("-wal", "-shm")
+
+
+def lock_path(state: str | os.PathLike[str]) -> Path:
+    """The lock file every writer of ``state`` holds (``NAME.sqlite3.lock``)."""
+    return Path(str(state) + ".lock")
+
+
+class StateLock:
+    """The one-writer-at-a-time lock of a state file (flock on ``NAME.sqlite3.lock``).
+
+    Every process that changes a key holds it for as long as it writes: ``softkey run`` for its
+    whole life, an offline CLI verb for the whole verb. An Authenticator reads the master key
+    once; a reset by another process between that read and a later write would leave rows
+    wrapped under a key that no longer exists. A separate lock file (not the database) because
+    import replaces the database file: a lock on the old inode would guard nothing.
+
+    The lock file exists only while held: the holder removes it before letting go, so a
+    command leaves nothing behind. A waiter that then wins the flock on the removed inode sees
+    that the name no longer points to it and starts over (the usual unlink-safe lock loop).
+    """
+
+    def __init__(self, state: str | os.PathLike[str]) -> None:
+        self.path = lock_path(state)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; False if another process holds it (at once when not ``blocking``,
+        else after ``timeout`` seconds; None waits as long as it takes)."""
+        if self._fd is not None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            private_files.check_directory(self.path.parent)
+        except private_files.PrivateFileError as exc:
+            raise StateError(str(exc)) from None
+        while True:
+            try:
+                fd = private_files.open_private(self.path, what="lock file")
+            except private_files.PrivateFileError as exc:
+                raise StateError(str(exc)) from None
+            try:
+                got = self._flock(fd, blocking, deadline)
+                if got and self._still_named(fd):
+                    self._fd = fd
+                    return True
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            if not got:
+                return False
+
+    @staticmethod
+    def _flock(fd: int, blocking: bool, deadline: float | None) -> bool:
+        if blocking and deadline is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return True
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if not blocking or deadline is None or time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+
+    def _still_named(self, fd: int) -> bool:
+        """True if ``self.path`` still names the file ``fd`` locked (not removed by its last
+        holder in the meantime)."""
+        try:
+            named = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            # Remove the name while still holding the lock (see the class docstring).
+            if self._still_named(self._fd):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
 class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self._inode: tuple[int, int] | None = None
         if self.path is None:
             self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
-            # Every directory we create is 0700, not just the last (mkdir(parents=True) gives
-            # intermediate ones the umask's mode, world-writable under umask 0).
-            missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
-            for directory in reversed(missing):
-                directory.mkdir(mode=0o700, exist_ok=True)
-                os.chmod(directory, 0o700)
-            # Create the file ourselves so it is 0600 from its first byte. Only if it is
-            # missing: closing any descriptor of an open database drops every POSIX lock this
-            # process holds on it, so another connection here (a second Store on the same
-            # file) would look gone to other processes, and one of them could checkpoint and
-            # delete the WAL under it, losing committed transactions (SQLite's "How To
-            # Corrupt" §2.2; tests/tools/test_crash_safety.py).
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                os.close(fd)
-            os.chmod(self.path, 0o600)
+                self._open_checked(self.path)
+            except private_files.PrivateFileError as exc:
+                raise StateError(str(exc)) from None
             try:
                 self._db = sqlite3.connect(
                     str(self.path), isolation_level=None, check_same_thread=False, timeout=10
@@ -122,6 +214,7 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
             except sqlite3.DatabaseError as exc:
+                self._release_files()
                 raise StateError(f"{self.path} is not a softkey state file ({exc})") from None
         try:
             with self.transaction():
@@ -137,10 +230,57 @@ class Store:
                         "upgrade softkey to open it"
                     )
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise StateError(f"{self.path} is not a softkey state file ({exc})") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_checked(self, path: Path) -> None:
+        """Create or check the file and its SQLite sidecars before SQLite opens them by name
+        (private_files.py says what is checked and why). Directories are never created here:
+        only the CLI makes its own data directory."""
+        private_files.check_directory(path.parent)
+        fd = private_files.open_private(path, what="state file")
+        st = os.fstat(fd)
+        inode = (st.st_dev, st.st_ino)
+        with _OPEN_GUARD:
+            if inode in _OPEN_FILES:
+                # Already open and checked in this process: keep this descriptor too, until
+                # the last user closes (closing it now would drop that user's locks).
+                _OPEN_FILES[inode].append(fd)
+                _OPEN_USERS[inode] += 1
+                self._inode = inode
+                return
+            fds = [fd]
+            try:
+                for suffix in _SIDECARS:
+                    fds.append(private_files.open_private(str(path) + suffix))
+                # A rollback journal is only ever left by a crash in a non-WAL mode; check it
+                # if present, never create one.
+                private_files.check_existing(str(path) + "-journal")
+            except BaseException:
+                for each in fds:
+                    os.close(each)
+                raise
+            _OPEN_FILES[inode] = fds
+            _OPEN_USERS[inode] = 1
+            self._inode = inode
+
+    def _release_files(self) -> None:
+        if self._inode is None:
+            return
+        with _OPEN_GUARD:
+            _OPEN_USERS[self._inode] -= 1
+            if _OPEN_USERS[self._inode] == 0:
+                del _OPEN_USERS[self._inode]
+                for fd in _OPEN_FILES.pop(self._inode):
+                    os.close(fd)
+        self._inode = None
 
     def close(self) -> None:
         self._db.close()
+        self._release_files()
 
     # -- transactions -------------------------------------------------------------------
 

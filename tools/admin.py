@@ -23,7 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from softkey.authenticator import Authenticator, AutoPresence, Status, cbor, cose
+from softkey.authenticator import Authenticator, AutoPresence, Status, cbor, cose, params
 from softkey.authenticator.ctap import CoseAlg
 from softkey.authenticator.keywrap import CRED_RANDOM_LEN, CredentialSecrets
 from softkey.authenticator.store import ResidentCredential
@@ -31,7 +31,8 @@ from softkey.tools.trace import status_name
 
 DEFAULT_FILL_RP = "fill.softkey.test"
 DEFAULT_USER_PREFIX = "user"
-MAX_USER_HANDLE = 64  # WebAuthn §5.4.3: user.id is at most 64 bytes
+# One set of request-field limits for the CTAP path and this admin path (params.py).
+MAX_USER_HANDLE = params.MAX_USER_HANDLE_LEN
 
 ALG_NAMES: dict[int, str] = {CoseAlg.ES256: "ES256", CoseAlg.EDDSA: "EdDSA", CoseAlg.ES384: "ES384"}
 
@@ -319,8 +320,9 @@ def fill(
         )
     if count is not None and count < 0:
         raise AdminError("--count must be at least 0", code="usage")
-    if not rp:
-        raise AdminError("--rp must not be empty", code="usage")
+    rp_problem = params.rp_id_problem(rp) if rp else "it must not be empty"
+    if rp_problem:
+        raise AdminError(f"--rp is not a usable RP ID: {rp_problem}", code="usage")
     pin_auth = _PinAuth(auth, pin, rp) if pin else None
     if start is not None and (not isinstance(start, int) or start < 1):
         raise AdminError("start must be a positive number", code="usage")
@@ -420,8 +422,9 @@ def add_credential(
     it, encrypted under the master key), so an arbitrary ID cannot be honoured; an ID this
     key made earlier for the same RP and private key is accepted (re-seeding is idempotent).
     """
-    if not rp:
-        raise AdminError("--rp must not be empty", code="usage")
+    rp_problem = params.rp_id_problem(rp) if rp else "it must not be empty"
+    if rp_problem:
+        raise AdminError(f"--rp is not a usable RP ID: {rp_problem}", code="usage")
     alg, raw = load_private_key_pem(private_key_pem.encode())
     if alg not in auth.profile.algorithms:
         offered = ", ".join(ALG_NAMES.get(a, str(a)) for a in auth.profile.algorithms)
@@ -442,8 +445,9 @@ def add_credential(
                 code="usage",
             )
         user_id = _parse_hex(user_handle, "--user-handle")
-        if not 1 <= len(user_id) <= MAX_USER_HANDLE:
-            raise AdminError("--user-handle must be 1 to 64 bytes", code="usage")
+        handle_problem = params.user_handle_problem(user_id)
+        if handle_problem:
+            raise AdminError(f"--user-handle: {handle_problem}", code="usage")
     elif user_handle is not None or user_name is not None or user_display_name is not None:
         raise AdminError(
             "--user-handle/--user-name only apply to --resident credentials: a non-resident "
@@ -488,8 +492,8 @@ def add_credential(
                     rp_id_hash=rp_hash,
                     user_id=user_id,
                     rp_name=rp,
-                    user_name=user_name,
-                    user_display_name=user_display_name,
+                    user_name=params.truncate_name(user_name),
+                    user_display_name=params.truncate_name(user_display_name),
                     cred_protect=cred_protect,
                 )
             )

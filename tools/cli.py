@@ -29,6 +29,7 @@ import click
 from click.core import ParameterSource
 
 from softkey.tools import paths
+from softkey.transports.display import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,17 +145,40 @@ def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
     raise CliError(message)
 
 
+# How long an offline verb waits for another softkey process changing the same key.
+LOCK_WAIT_SECONDS = 120.0
+
+
 class OfflineBackend(Backend):
-    def __init__(self, ref: KeyRef, profile: str | None = None) -> None:
+    def __init__(self, ref: KeyRef, profile: str | None = None, *, write: bool = True) -> None:
         from softkey.authenticator import Authenticator, StateError
+        from softkey.authenticator.store import StateLock
 
         self.ref = ref
+        # A writer holds the state's lock for the whole verb, taken before the master key is
+        # read (store.StateLock): a reset or import by another process cannot slip in between.
+        self.lock = StateLock(ref.state)
         try:
+            if write and not self.lock.acquire(blocking=False):
+                click.echo(
+                    f"softkey: waiting for another softkey process changing {ref.label}...",
+                    err=True,
+                )
+                if not self.lock.acquire(timeout=LOCK_WAIT_SECONDS):
+                    raise CliError(
+                        f"another softkey process has been changing {ref.label} for "
+                        f"{LOCK_WAIT_SECONDS:.0f} s; wait for it to finish and retry"
+                    )
             self.auth = Authenticator(profile, ref.state)
         except StateError as exc:
+            self.lock.release()
             raise CliError(str(exc)) from None
         except ValueError as exc:  # unknown profile
+            self.lock.release()
             raise CliUsageError(str(exc)) from None
+        except BaseException:
+            self.lock.release()
+            raise
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         from softkey.tools.admin import dispatch
@@ -163,6 +187,7 @@ class OfflineBackend(Backend):
 
     def close(self) -> None:
         self.auth.close()
+        self.lock.release()
 
 
 class RemoteBackend(Backend):
@@ -232,7 +257,12 @@ def open_key(
                 f"there is no {ref.label} yet ({ref.state} does not exist); create it with "
                 f"`softkey run{ref.key_option}` or `softkey fill{ref.key_option} --profile P`"
             )
-        backend = OfflineBackend(ref, profile)
+        if not ref.exists():
+            try:
+                paths.prepare_state_dir(ref.state)
+            except paths.KeyPathError as exc:
+                raise CliError(str(exc)) from None
+        backend = OfflineBackend(ref, profile, write=write)
         backend.running = running
     try:
         yield backend
@@ -441,11 +471,11 @@ def credentials_list(
         return
     click.echo(f"{'ID (prefix)':<18} {'RP':<24} {'USER':<20} {'COUNTER':>7}")
     for cred in creds:
-        user = cred["user_name"] or "(handle " + cred["user_handle"][:12] + ")"
-        click.echo(
-            f"{cred['credential_id'][:16]:<18} {cred['rp_id'][:24]:<24} {user[:20]:<20} "
-            f"{cred['counter']:>7}"
-        )
+        # rp.id and user.name were stored from a makeCredential request: escaped (and cut to
+        # the column, with "…") so a crafted name cannot rewrite the listing.
+        rp_id = printable(cred["rp_id"], 24)
+        user = printable(cred["user_name"], 20) or "(handle " + cred["user_handle"][:12] + ")"
+        click.echo(f"{cred['credential_id'][:16]:<18} {rp_id:<24} {user:<20} {cred['counter']:>7}")
     click.echo(f"{len(creds)} shown; {data['used']} slots used {cap}")
 
 
@@ -483,8 +513,8 @@ def credentials_delete(
         result = backend.call("delete", ids=list(prefixes) or None, rp=rp, all=delete_all)
     for cred in result["deleted"]:
         click.echo(
-            f"deleted {cred['credential_id'][:16]} {cred['rp_id']} "
-            f"{cred['user_name'] or cred['user_handle']}"
+            f"deleted {cred['credential_id'][:16]} {printable(cred['rp_id'])} "
+            f"{printable(cred['user_name']) or cred['user_handle']}"
         )
     cap = "" if result["capacity"] is None else f" of {result['capacity']}"
     click.echo(f"{len(result['deleted'])} deleted; {result['used']} slots used{cap}")
@@ -606,7 +636,8 @@ def fill(
         from softkey.tools.admin import slots_full_message
 
         raise CliError(slots_full_message(result["used"], result["capacity"]))
-    reason = f" ({stopped['reason']})" if stopped["reason"] else ""
+    # The device's reason may quote the rp.id it was sent.
+    reason = f" ({printable(stopped['reason'])})" if stopped["reason"] else ""
     raise CliError(f"the key refused makeCredential: {stopped['status']}{reason}")
 
 

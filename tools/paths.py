@@ -3,7 +3,8 @@
 A key is named (``--key NAME``, default ``default``) or given by path (``--state PATH``).
 A named key's state is ``$XDG_DATA_HOME/softkey/NAME.sqlite3`` (``~/.local/share`` when the
 variable is unset, as the XDG base-directory spec says). The control socket of a running key
-sits next to its state file with the suffix ``.sock``, so two keys never share either.
+sits next to its state file with the suffix ``.sock`` when that directory is private, else in
+the user's runtime directory; two keys never share either.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from softkey.authenticator.private_files import PrivateFileError, is_private_dir, make_private_dir
 
 DEFAULT_KEY = "default"
 STATE_SUFFIX = ".sqlite3"
@@ -85,30 +88,52 @@ def display_name(state: Path) -> str:
     return repr(name) if name is not None else str(state)
 
 
+def runtime_dir() -> Path:
+    """Where sockets go when the state's own directory is not private: ``$XDG_RUNTIME_DIR/
+    softkey`` (systemd makes that directory 0700 per user), else ``/tmp/softkey-UID``, which
+    the key creates 0700 and refuses if someone else made it first."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "softkey"
+    return Path("/tmp") / f"softkey-{os.geteuid()}"
+
+
 def control_socket_path(state: str | os.PathLike[str]) -> Path:
     """The control socket of the key whose state is ``state`` (``NAME.sqlite3`` -> ``NAME.sock``).
 
-    Unix socket paths are limited to 107 bytes; for deeper state paths the socket moves to
-    ``$XDG_RUNTIME_DIR/softkey/`` under a name derived from the state path (still one socket
-    per key, still only reachable by the user).
+    The socket must live in a directory only its owner can write: otherwise another user
+    could plant a socket there for the CLI to send PINs to, or hold the name so the key cannot
+    start. So it sits next to the state only when that directory is private (the data
+    directory is); otherwise, and when the path would exceed the 107 bytes a Unix socket path
+    may have, it moves to :func:`runtime_dir` under a name derived from the state path (still
+    one socket per key). Both sides also check each other's uid (SO_PEERCRED, control.py).
     """
     state = Path(state).absolute()
     if state.suffix == SOCKET_SUFFIX:
         sock = state.with_name(state.name + SOCKET_SUFFIX)
     else:
         sock = state.with_suffix(SOCKET_SUFFIX)
-    if len(os.fsencode(sock)) <= _MAX_SOCKET_PATH:
+    if len(os.fsencode(sock)) <= _MAX_SOCKET_PATH and is_private_dir(state.parent):
         return sock
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
     digest = hashlib.sha256(os.fsencode(state)).hexdigest()[:24]
-    if runtime and os.path.isabs(runtime):
-        fallback = Path(runtime) / "softkey" / (digest + SOCKET_SUFFIX)
-        if len(os.fsencode(fallback)) <= _MAX_SOCKET_PATH:
-            return fallback
+    fallback = runtime_dir() / (digest + SOCKET_SUFFIX)
+    if len(os.fsencode(fallback)) <= _MAX_SOCKET_PATH:
+        return fallback
     raise KeyPathError(
-        f"the state path {state} is too long to put a control socket next to it; "
-        "use a shorter --state path or a named --key"
+        f"the runtime directory {runtime_dir()} is too deep for a control socket; "
+        "set XDG_RUNTIME_DIR to a shorter directory of your own"
     )
+
+
+def prepare_state_dir(state: Path) -> None:
+    """Before a key is created at ``state``: a named key's data directory is made (0700, with
+    any missing parents 0700). A ``--state`` path's directory must already exist: softkey never
+    creates directories outside its own data directory."""
+    if key_name(state) is not None:
+        try:
+            make_private_dir(data_dir(), parents=True)
+        except PrivateFileError as exc:
+            raise KeyPathError(str(exc)) from None
 
 
 def list_key_states() -> list[Path]:
@@ -131,7 +156,8 @@ def key_options(f: F) -> F:
     f = click.option(
         "--state",
         "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        # No checks by click: softkey's own (private_files.py) say more, and in one line.
+        type=click.Path(path_type=Path, readable=False),
         envvar=STATE_ENV,
         help="State file of the key (instead of --key).",
     )(f)

@@ -17,6 +17,7 @@ Control protocol (one JSON object per line, see transports/control.py):
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import signal
 import sys
@@ -31,8 +32,10 @@ import click
 
 from softkey.authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
 from softkey.authenticator.environment import Presence
+from softkey.authenticator.store import StateLock
 from softkey.tools import paths
 from softkey.transports import control
+from softkey.transports.display import printable
 from softkey.transports.presence import (
     DEFAULT_TIMEOUT,
     Announcer,
@@ -45,6 +48,16 @@ from softkey.transports.server import HidServer
 
 PRESENCE_MODES = ("prompt", "wait", "auto", "deny")
 ADMIN_LOCK_TIMEOUT = 5.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, "localhost")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class RunError(click.ClickException):
@@ -390,6 +403,19 @@ def run(
 ) -> None:
     """Plug the key in and serve it until Ctrl-C (or SIGTERM) unplugs it."""
     state = _resolve(key_name, state_path)
+    if transport == "udp" and presence_mode == "auto" and not is_loopback(host):
+        click.echo(
+            f"softkey: WARNING: listening on {host} with --presence auto: anyone who can reach "
+            "this address over the network can register and sign in with this key, no touch "
+            "needed; use --host 127.0.0.1 unless that is really what you want",
+            err=True,
+        )
+    if not state.exists():
+        # First, so the socket path below sees the (private) directory it will live in.
+        try:
+            paths.prepare_state_dir(state)
+        except paths.KeyPathError as exc:
+            raise RunError(str(exc)) from None
     try:
         sock_path = paths.control_socket_path(state)
     except paths.KeyPathError as exc:
@@ -416,7 +442,17 @@ def run(
             raise RunError(str(exc)) from None
         presence = make_presence(presence_mode, presence_timeout, sys.stdin, sys.stderr)
         try:
+            # The running key is this state's one writer for its whole life (store.StateLock).
+            lock = StateLock(state)
+            if not lock.acquire(blocking=False):
+                raise RunError(
+                    f"another softkey process is changing this key ({state}); wait for it to "
+                    "finish (or stop it) and start again"
+                )
+            resources.append(lock.release)
             auth = Authenticator(profile, state, presence=presence)
+        except paths.KeyPathError as exc:
+            raise RunError(str(exc)) from None
         except StateError as exc:
             raise RunError(str(exc)) from None
         except ValueError as exc:
@@ -672,7 +708,8 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
     else:
         waiting = f"waiting for a touch: {pending['purpose']}"
         if pending["rp_id"]:
-            waiting += f" for {pending['rp_id']}"
+            # The rp.id is the request's own text: escaped so it cannot rewrite the terminal.
+            waiting += f" for {printable(pending['rp_id'])}"
     slots = reply["slots"]
     if slots["capacity"] is None:
         slot_text = f"{slots['used']} used (no limit)"
@@ -704,7 +741,9 @@ def _decision_command(name: str, approve: bool) -> click.Command:
         state = _resolve(key_name, state_path)
         reply = call_running(state, name, wait=wait)
         verb = "approved" if approve else "denied"
-        click.echo(f"{verb}: {reply['description']}")
+        # The key escapes it already (describe()); again here, as printable() is idempotent, so
+        # a key still running an older softkey cannot pass raw request text to this terminal.
+        click.echo(f"{verb}: {printable(reply['description'])}")
 
     command.help = (
         "Approve the request the running key is waiting on (as a finger on the key would)."

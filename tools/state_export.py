@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -40,15 +41,20 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from softkey.authenticator import Authenticator, StateError
-from softkey.authenticator.store import SCHEMA_VERSION, Store
+from softkey.authenticator import Authenticator, StateError, private_files
+from softkey.authenticator.store import SCHEMA_VERSION, StateLock, Store
+from softkey.tools import paths
 
 FORMAT = "softkey-state-export"
 VERSION = 1
-SCRYPT_N = 2**15
+# scrypt at N=2^17, r=8 takes 128 MiB and ~0.3 s here: the cost an attacker pays per guess.
+SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
-_MAX_SCRYPT_N = 2**20  # refuse files that would make us burn gigabytes deriving a key
+# scrypt needs 128·r·N bytes; an export file is untrusted input, so its header may not make us
+# allocate more than this (a crafted N=2^30 would otherwise ask for a terabyte).
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+LOCK_WAIT_SECONDS = 120.0
 _MAX_FILE = 64 * 1024 * 1024
 
 
@@ -60,8 +66,12 @@ class ExportError(Exception):
 
 
 def _connect_existing(state: Path) -> sqlite3.Connection:
-    if not state.is_file():
-        raise ExportError(f"there is no key state at {state}")
+    try:
+        private_files.check_directory(state.parent)
+        if not private_files.check_existing(state, what="state file"):
+            raise ExportError(f"there is no key state at {state}")
+    except private_files.PrivateFileError as exc:
+        raise ExportError(str(exc)) from None
     try:
         # Plain reads in one deferred transaction: a consistent snapshot even while a running
         # key writes (WAL lets readers and one writer proceed concurrently).
@@ -162,22 +172,37 @@ def _header_aad(header: dict[str, Any]) -> bytes:
 
 
 def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+    try:
+        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+    except (MemoryError, ValueError) as exc:
+        raise ExportError(f"cannot derive the export's key ({exc or 'out of memory'})") from None
 
 
 def write_private(path: Path, data: bytes, force: bool = False) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
+    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically.
+
+    The temporary file gets an unguessable name, is created exclusively without following
+    links and checked on its descriptor (private_files.py), so another user of a shared
+    directory can neither pre-create it nor point it elsewhere."""
     path = Path(path)
-    if path.exists() and not force:
+    if os.path.lexists(path) and not force:
         raise ExportError(f"{path} already exists; choose another file or pass --force")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.parent.is_dir():
+        raise ExportError(f"{path.parent} does not exist; create it or choose another file")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = private_files.open_private(tmp, exclusive=True, what="export file")
+    except private_files.PrivateFileError as exc:
+        raise ExportError(str(exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {path} ({os.strerror(exc.errno or 0)})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -266,10 +291,17 @@ def decrypt(document: dict[str, Any], passphrase: str | None) -> dict[str, Any]:
     ):
         raise ExportError("the export uses an encryption this softkey does not know; upgrade")
     n, r, p = enc.get("n"), enc.get("r"), enc.get("p")
-    if not (isinstance(n, int) and isinstance(r, int) and isinstance(p, int)) or not (
-        0 < n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and r > 0 and p > 0 and r * p <= 64
-    ):
-        raise ExportError("the export's key-derivation parameters are unreasonable; refusing")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, r, p)):
+        raise ExportError("the export's key-derivation parameters are malformed; it is damaged")
+    assert isinstance(n, int) and isinstance(r, int) and isinstance(p, int)
+    if not (1 < n and n & (n - 1) == 0 and 0 < r and 0 < p and r * p <= 64):
+        raise ExportError("the export's key-derivation parameters are malformed; it is damaged")
+    if 128 * r * n > MAX_SCRYPT_MEMORY:
+        raise ExportError(
+            f"the export asks for {128 * r * n // 2**20} MiB of memory to derive its key, more "
+            f"than softkey allows ({MAX_SCRYPT_MEMORY // 2**20} MiB); refusing a file that "
+            "was not made by softkey"
+        )
     salt = _unb64(enc.get("salt"), "salt")
     nonce = _unb64(enc.get("nonce"), "nonce")
     ciphertext = _unb64(document.get("ciphertext"), "ciphertext")
@@ -319,8 +351,31 @@ def import_state(
     if not {"master_key", "profile"} <= meta_names:
         raise ExportError("the export holds no master key or profile; it is damaged")
 
-    state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = state.with_name(f".{state.name}.import-{os.getpid()}")
+    try:
+        paths.prepare_state_dir(state)
+    except paths.KeyPathError as exc:
+        raise ExportError(str(exc)) from None
+    # Replacing the file is a write like any other: hold the state's writer lock (a fill
+    # running meanwhile would otherwise keep writing into the replaced file).
+    lock = StateLock(state)
+    try:
+        if not lock.acquire(timeout=LOCK_WAIT_SECONDS):
+            raise ExportError(
+                f"another softkey process is changing the key at {state}; wait for it to "
+                "finish (or stop it) and retry"
+            )
+    except StateError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        return _import_locked(tables, state, force)
+    finally:
+        lock.release()
+
+
+def _import_locked(tables: dict[str, Any], state: Path, force: bool) -> dict[str, Any]:
+    if state.exists() and not force:  # checked again: another import may have won the lock
+        raise ExportError(f"a key already exists at {state}; pass --force to replace it")
+    tmp = state.with_name(f".{state.name}.import-{secrets.token_hex(8)}")
     _remove_state_files(tmp)
     try:
         store = Store(tmp)

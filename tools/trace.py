@@ -13,8 +13,9 @@ Never logged: PINs and PIN hashes (``newPinEnc``, ``pinHashEnc``), ``pinUvAuthPa
 key-agreement keys, pinUvAuthTokens, private keys, signatures, large-blob contents. Only the
 *presence* of a pinUvAuthParam and its protocol number appear. Credential IDs are public
 (the RP stores them) but long; a short prefix is shown so lines can be correlated with
-``softkey credentials list``. Text from the request (rpId, user name) is escaped so a
-hostile client cannot forge extra log lines.
+``softkey credentials list``. Text from the request (rpId, user name, and the device's reason,
+which may quote them) is escaped (``softkey.transports.display.printable``) so a hostile
+client cannot forge extra log lines or rewrite the terminal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import cbor2
 
 from softkey.authenticator.ctap import Status
+from softkey.transports.display import printable
 
 COMMANDS: dict[Any, str] = {
     0x01: "makeCredential",
@@ -119,13 +121,16 @@ def status_name(code: int) -> str:
 
 
 def _text(value: Any) -> str:
-    """Request-supplied text, escaped onto one line and shortened."""
+    """Request-supplied text, escaped onto one line (transports/display.py) and shortened."""
     if not isinstance(value, str):
         return "?"
-    shown = value if len(value) <= _MAX_TEXT else value[: _MAX_TEXT - 1] + "…"
-    if shown.isprintable() and " " not in shown:
-        return shown
-    return repr(shown)
+    if value.isprintable() and " " not in value:
+        return printable(value, _MAX_TEXT)
+    # Quoted, so a space inside cannot pass for the gap between two fields. Backslashes and
+    # quotes are escaped before the control characters are, so a value cannot close the
+    # quote early or pass a literal "\x1b" off as an escaped one.
+    quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+    return "'" + printable(quoted, _MAX_TEXT - 2) + "'"
 
 
 def _num(value: Any) -> str:
@@ -337,7 +342,8 @@ def format_trace(request: bytes, response: bytes, outcome: OutcomeLike | None = 
         if details:
             result += " " + " ".join(details)
     elif outcome is not None and outcome.command == command and outcome.reason:
-        result += ": " + outcome.reason.replace("\n", " ")
+        # The reason may quote the request (rpId): escaped like every request-supplied text.
+        result += ": " + printable(outcome.reason)
     return " ".join(parts) + " -> " + result
 
 

@@ -6,7 +6,10 @@ One request per line, one response per line::
     {"op": "touch", "wait": 5}       -> {"ok": true, "request": {"purpose": ..., "rp_id": ...}}
     {"op": "bogus"}                  -> {"ok": false, "error": "unknown operation 'bogus'"}
 
-Only the user who runs the key can connect: the socket is 0600 and its directory 0700.
+Only the user who runs the key can connect, and the CLI talks only to a key of its own user:
+the socket is 0600 in a directory only its owner can write (tools/paths.py), and both ends
+check the other's uid with SO_PEERCRED before reading or sending a byte. A socket planted by
+someone else is never connected to with a request, never deleted: it is an error.
 Each connection gets its own thread, so a `touch --wait` never blocks `status`.
 """
 
@@ -18,6 +21,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +45,23 @@ class OperationError(Exception):
     """A handler refuses a request; becomes {"ok": false, "error": message}."""
 
 
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED: the
+    kernel's record of who connected or bound it, which the peer cannot forge)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 class ControlServer:
     """Serves ``handlers[op](request) -> dict`` on a Unix socket until ``close()``."""
 
@@ -53,11 +74,16 @@ class ControlServer:
         self._inode: tuple[int, int] | None = None
 
     def start(self) -> ControlServer:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from softkey.authenticator.private_files import PrivateFileError, make_private_dir
+
+        try:
+            make_private_dir(self.path.parent)
+        except PrivateFileError as exc:
+            raise ControlError(f"cannot create the control socket {self.path}: {exc}") from None
         self.check_available()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Connecting needs write permission on the socket; with this umask nobody but the
-        # owner ever has it, even between bind() and chmod().
+        # owner ever has it, from bind() on (a chmod by path afterwards could be redirected).
         old_umask = os.umask(0o177)
         try:
             sock.bind(str(self.path))
@@ -66,8 +92,10 @@ class ControlServer:
             raise ControlError(f"cannot create the control socket {self.path}: {exc}") from None
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        st = os.stat(self.path)
+        st = os.lstat(self.path)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+            sock.close()
+            raise ControlError(f"the control socket {self.path} was replaced while starting")
         self._inode = (st.st_dev, st.st_ino)
         sock.listen(8)
         self._sock = sock
@@ -86,7 +114,7 @@ class ControlServer:
             self._sock = None
         # Remove the socket only if it is still ours (a second instance may own the path).
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
             if (st.st_dev, st.st_ino) == self._inode:
                 self.path.unlink()
         except OSError:
@@ -101,7 +129,8 @@ class ControlServer:
         self.close()
 
     def check_available(self) -> None:
-        """Refuse if another key serves this socket; remove a stale one left by a crash."""
+        """Refuse if another key serves this socket; remove a stale one of ours left by a crash;
+        never touch one that belongs to someone else."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -110,11 +139,17 @@ class ControlServer:
             raise ControlError(
                 f"{self.path} exists and is not a socket; move it away and start again"
             )
+        if st.st_uid != os.geteuid():
+            raise ControlError(
+                f"{self.path} is a socket of {_owner(st.st_uid)}, not yours: someone else may "
+                "be trying to pose as your key; it was left alone (ask them or an administrator "
+                "to remove it), or use a different --key/--state"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(self.path))
         except OSError:
-            self.path.unlink()  # left behind by a key that was killed: stale
+            self.path.unlink()  # ours, and nobody listens: left behind by a killed key
             return
         finally:
             probe.close()
@@ -132,6 +167,17 @@ class ControlServer:
                 conn, _ = sock.accept()
             except OSError:
                 return
+            try:
+                uid = peer_uid(conn)
+            except OSError:
+                conn.close()
+                continue
+            if uid != os.geteuid():
+                # Only possible if the socket's mode or directory was loosened by hand; the
+                # caller gets nothing, not even an error line.
+                log.warning("refused a control connection from %s", _owner(uid))
+                conn.close()
+                continue
             threading.Thread(
                 target=self._serve, args=(conn,), name="softkey-control-conn", daemon=True
             ).start()
@@ -187,6 +233,14 @@ def call(
             raise NotRunning(f"no key is listening on {path}") from None
         except OSError as exc:
             raise ControlError(f"cannot reach the key at {path}: {exc}") from None
+        # Before a single byte (a PIN, maybe) leaves: is this our own key?
+        uid = peer_uid(sock)
+        if uid != os.geteuid():
+            raise ControlError(
+                f"the control socket {path} is served by {_owner(uid)}, not by you: someone "
+                "may be posing as your key, so nothing was sent; ask an administrator to look "
+                "at it"
+            )
         try:
             sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
             with sock.makefile("rb") as reader:

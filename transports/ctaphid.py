@@ -1,15 +1,19 @@
 """A sans-IO CTAPHID engine (CTAP 2.1 §11.2): 64-byte reports in, reports out.
 
 The engine owns every piece of framing state (allocated channels, the message being
-reassembled, the command being executed, the channel lock) and does no I/O, owns no thread and
-reads no clock: the driver passes ``now`` with every call. Garbage becomes a CTAPHID_ERROR
-report, never an exception.
+reassembled, the command being executed) and does no I/O, owns no thread and reads no clock:
+the driver passes ``now`` with every call. Garbage becomes a CTAPHID_ERROR report, never an
+exception.
 
 Driver contract:
 
-- ``receive(report, now)`` for every report from the host. The ``Output`` holds reports to
-  send back at once and, when a CBOR/MSG/WINK message is complete, the ``Request`` the driver
-  must execute (in a worker, so reports keep flowing: CANCEL, other channels -> BUSY).
+- ``receive(report, now, peer)`` for every report from a host; ``peer`` says who sent it (a
+  UDP address, a connection; None where there is only one host, as over UHID). The ``Output``
+  holds reports to send at once and, when a CBOR/MSG/WINK message is complete, the
+  ``Request`` the driver must execute (in a worker, so reports keep flowing: CANCEL, other
+  channels -> BUSY).
+- Every report the engine returns is a ``Report``: the bytes plus ``peer``, where it must go.
+  The driver sends each report to its ``peer`` and keeps no address table of its own.
 - ``tick(now)`` often (every few tens of ms): message timeouts and KEEPALIVE every 100 ms
   while a request runs.
 - ``keepalive(request, status, now)`` when the authenticator reports progress (UPNEEDED
@@ -19,6 +23,29 @@ Driver contract:
 Transactions are device-wide (§11.2.5.3): from the first packet of a request until its
 response, any other channel's request is answered ERR_CHANNEL_BUSY. INIT is always answered:
 it touches no authenticator state and lets a new client find the device while another works.
+
+Where reports go (several hosts share one device over UDP or in-process; see docs/ctaphid.md):
+
+- A transaction belongs to the peer that sent its initialization packet, fixed when the engine
+  accepts that packet (starts reassembling it, or executes/answers it at once). Everything
+  about the transaction goes to that peer and no one else: its response, KEEPALIVEs,
+  ERR_MSG_TIMEOUT, ERR_INVALID_SEQ, ERR_OTHER. A timeout noticed while another host's packet
+  is handled still goes to the owner.
+- A continuation packet from any other peer is ignored, like a spurious one (§11.2.4): it
+  neither adds to the message nor earns an answer, so it can neither change the request nor
+  redirect or reveal its response.
+- Every other answer is a reply to the packet that caused it and goes to that packet's
+  sender: INIT responses (on broadcast, with the new channel id inside: the new channel's
+  first owner is whoever sent that INIT), PING echoes, and each error rejecting the packet
+  (ERR_CHANNEL_BUSY, ERR_INVALID_CMD/LEN/CHANNEL, ...). Such an error carries the channel id
+  from the rejected packet's own header, never the id of the channel that keeps the device
+  busy, and no data: the sender learns nothing it did not send.
+- A rejected packet changes no owner. An initialization packet from another peer on a channel
+  whose message is being reassembled gets ERR_CHANNEL_BUSY and leaves that message alone.
+- INIT (resync) and CANCEL keep their meaning for the channel whoever sends them, as on USB,
+  where the device cannot tell processes apart: they can end another host's transaction (a
+  denial of service any local client has anyway) but never send its data elsewhere: an
+  abandoned request's answer is dropped, a cancelled one answers its owner.
 """
 
 from __future__ import annotations
@@ -26,7 +53,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, unique
 
@@ -45,8 +72,18 @@ MAX_SEQ = 0x7F
 MAX_MESSAGE_SIZE = INIT_DATA + (MAX_SEQ + 1) * CONT_DATA  # 7609
 PROTOCOL_VERSION = 2  # CTAPHID protocol version identifier (§11.2.9.1.3)
 KEEPALIVE_INTERVAL = 0.1  # seconds between KEEPALIVE packets (§11.2.9.2.1)
-DEFAULT_MSG_TIMEOUT = 0.5  # a host must send the next continuation within this
-MAX_LOCK_SECONDS = 10  # §11.2.9.2.2: a lock lasts at most 10 s
+# Two bounds on reassembling one message; either one expiring answers ERR_MSG_TIMEOUT to the
+# message's owner and frees the device:
+# - DEFAULT_MSG_TIMEOUT: the next packet must come within 0.5 s of the previous one (a host
+#   that died mid-message blocks the others only this long);
+# - DEFAULT_MSG_TOTAL_TIMEOUT: the whole message must arrive within 3 s of its init packet,
+#   so a host cannot hold the device for 129 x 0.5 s ~ 1 min by trickling continuations. A
+#   host writes a message's reports back to back: the largest message (129 reports) takes
+#   ~0.13 s at a 1 ms USB polling interval, ~0.65 s at 5 ms (common for FIDO keys), and far
+#   less over UHID/UDP, so 3 s leaves a margin of 4.5x over 5 ms polling (23 ms per report on
+#   average) while bounding how long one message can keep everyone else at CHANNEL_BUSY.
+DEFAULT_MSG_TIMEOUT = 0.5
+DEFAULT_MSG_TOTAL_TIMEOUT = 3.0
 MAX_CHANNELS = 1024  # least recently used channels are forgotten beyond this
 NONCE_SIZE = 8
 
@@ -93,6 +130,13 @@ class Capability(IntFlag):
 DEFAULT_CAPABILITIES = Capability.WINK | Capability.CBOR
 # Requests the engine hands to the driver (everything else it answers itself).
 EXECUTED = (Command.CBOR, Command.MSG, Command.WINK)
+# Commands a host may not send: the device-to-host ones, and CTAPHID_LOCK. LOCK is optional
+# (§11.2.9.2.2) and deliberately not implemented: any local process could renew a lock every
+# few seconds and keep every other client at ERR_CHANNEL_BUSY for ever; capping one channel's
+# locked time would not help, since a client gets fresh channels at will (broadcast INIT, or
+# any id over UDP). No mainstream client uses LOCK; it answers ERR_INVALID_CMD and the
+# U2F-era LOCK capability bit is never advertised, even if a caller asks for it.
+REFUSED = (Command.KEEPALIVE, Command.ERROR, Command.LOCK)
 _KEEPALIVE_STATUSES = (KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED)
 
 
@@ -119,6 +163,22 @@ def fragment(cid: int, cmd: int, data: bytes = b"") -> list[bytes]:
 
 def error_report(cid: int, code: HidError) -> bytes:
     return fragment(cid, Command.ERROR, bytes([code]))[0]
+
+
+class Report(bytes):
+    """A report the engine sends, with its destination: ``peer`` is the host it must reach
+    (compares and behaves as the plain report bytes)."""
+
+    peer: Hashable | None
+
+    def __new__(cls, data: bytes, peer: Hashable | None) -> Report:
+        report = super().__new__(cls, data)
+        report.peer = peer
+        return report
+
+
+def _to(peer: Hashable | None, reports: Iterable[bytes]) -> list[Report]:
+    return [Report(report, peer) for report in reports]
 
 
 @dataclass(frozen=True)
@@ -174,6 +234,8 @@ class Request:
     command: Command
     payload: bytes
     started: float
+    # Who sent the request's init packet: its keepalives and response go there, only there.
+    peer: Hashable | None = None
     # Set by CANCEL: a presence wait must end with CTAP2_ERR_KEEPALIVE_CANCEL.
     cancelled: bool = False
     # Set by INIT-resync, unplug or power cycle: the response is dropped.
@@ -187,9 +249,10 @@ class Request:
 
 @dataclass
 class Output:
-    """What one incoming report produced."""
+    """What one incoming report produced: reports to send, each to its ``peer`` (answers to
+    the packet go to its sender, a timed-out message's error to that message's owner)."""
 
-    reports: list[bytes] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
     request: Request | None = None
 
 
@@ -201,12 +264,8 @@ class _Assembly:
     data: bytearray
     next_seq: int
     last_packet: float
-
-
-@dataclass(frozen=True)
-class _Lock:
-    cid: int
-    until: float
+    deadline: float  # set at the init packet: the whole message must have arrived by then
+    peer: Hashable | None  # who sent the init packet; only its continuations count
 
 
 class CtapHidEngine:
@@ -223,18 +282,20 @@ class CtapHidEngine:
         capabilities: Capability = DEFAULT_CAPABILITIES,
         accept_any_channel: bool = False,
         msg_timeout: float = DEFAULT_MSG_TIMEOUT,
+        msg_total_timeout: float = DEFAULT_MSG_TOTAL_TIMEOUT,
         random: Callable[[int], bytes] = os.urandom,
         max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.device_version = device_version
-        self.capabilities = capabilities
+        # LOCK is not implemented (see REFUSED), so its bit is never advertised.
+        self.capabilities = capabilities & ~Capability.LOCK
         self.accept_any_channel = accept_any_channel
         self.msg_timeout = msg_timeout
+        self.msg_total_timeout = msg_total_timeout
         self.random = random
         self.max_channels = max_channels
         self._channels: OrderedDict[int, None] = OrderedDict()
         self._assembly: _Assembly | None = None
-        self._lock: _Lock | None = None
         self.request: Request | None = None
 
     # -- public API ----------------------------------------------------------------------
@@ -248,7 +309,9 @@ class CtapHidEngine:
     def channels(self) -> tuple[int, ...]:
         return tuple(self._channels)
 
-    def receive(self, report: bytes, now: float) -> Output:
+    def receive(self, report: bytes, now: float, peer: Hashable | None = None) -> Output:
+        """One report from ``peer``. Answers to it are addressed to ``peer``; an error for
+        another host's message that timed out meanwhile is addressed to that host."""
         out = Output(self._expire(now))
         if not report:
             return out
@@ -256,14 +319,18 @@ class CtapHidEngine:
         # ignore anything beyond the report.
         report = bytes(report[:REPORT_SIZE]).ljust(REPORT_SIZE, b"\0")
         cid, first = struct.unpack_from(">IB", report)
+        replies: list[bytes] = []
         if first & TYPE_INIT:
             (length,) = struct.unpack_from(">H", report, 5)
-            self._init_packet(out, cid, first & 0x7F, length, report[INIT_HEADER:], now)
+            out.request = self._init_packet(
+                replies, cid, first & 0x7F, length, report[INIT_HEADER:], now, peer
+            )
         else:
-            self._continuation(out, cid, first, report[CONT_HEADER:], now)
+            out.request = self._continuation(replies, cid, first, report[CONT_HEADER:], now, peer)
+        out.reports += _to(peer, replies)
         return out
 
-    def tick(self, now: float) -> list[bytes]:
+    def tick(self, now: float) -> list[Report]:
         """Timeouts and periodic keepalives; call at least every 50 ms."""
         reports = self._expire(now)
         request = self.request
@@ -272,7 +339,7 @@ class CtapHidEngine:
             reports.append(self._keepalive_report(request))
         return reports
 
-    def keepalive(self, request: Request, status: int, now: float) -> list[bytes]:
+    def keepalive(self, request: Request, status: int, now: float) -> list[Report]:
         """The running command reports progress; a new status is sent at once."""
         if request is not self.request or request.abandoned:
             return []
@@ -285,21 +352,21 @@ class CtapHidEngine:
             return [self._keepalive_report(request)]
         return []
 
-    def complete(self, request: Request, response: bytes, now: float) -> list[bytes]:
-        """The authenticator answered ``request``; frame the response (unless abandoned)."""
+    def complete(self, request: Request, response: bytes, now: float) -> list[Report]:
+        """The authenticator answered ``request``; frame the response (unless abandoned) for
+        the request's owner."""
         if request is self.request:
             self.request = None
         if request.abandoned:
             return []
         if len(response) > MAX_MESSAGE_SIZE:
-            return [error_report(request.cid, HidError.OTHER)]
-        return fragment(request.cid, request.command, response)
+            return _to(request.peer, [error_report(request.cid, HidError.OTHER)])
+        return _to(request.peer, fragment(request.cid, request.command, response))
 
     def abort(self) -> Request | None:
         """Unplug or power cycle: drop the partial message, cancel and abandon the running
         request (its response is never sent). Returns that request, if any."""
         self._assembly = None
-        self._lock = None
         request = self.request
         if request is not None:
             request.cancelled = True
@@ -313,76 +380,96 @@ class CtapHidEngine:
     # -- packets -------------------------------------------------------------------------
 
     def _init_packet(
-        self, out: Output, cid: int, cmd: int, length: int, data: bytes, now: float
-    ) -> None:
+        self,
+        out: list[bytes],
+        cid: int,
+        cmd: int,
+        length: int,
+        data: bytes,
+        now: float,
+        peer: Hashable | None,
+    ) -> Request | None:
+        """Answers (for the sender) go to ``out``; returns the request to execute, if any."""
         if cmd == Command.CANCEL:
             # CANCEL never gets a reply (§11.2.9.1.5), whatever channel it came on.
             self._cancel(cid)
-            return
+            return None
         if cid == RESERVED_CID:
-            out.reports.append(error_report(cid, HidError.INVALID_CHANNEL))
-            return
+            out.append(error_report(cid, HidError.INVALID_CHANNEL))
+            return None
         if cmd == Command.INIT:
-            out.reports.extend(self._init(cid, length, data[:NONCE_SIZE]))
-            return
+            out.extend(self._init(cid, length, data[:NONCE_SIZE]))
+            return None
         if cid == BROADCAST_CID or not self._known(cid):
-            out.reports.append(error_report(cid, HidError.INVALID_CHANNEL))
-            return
-        if self._lock is not None and self._lock.cid != cid:
-            out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
-            return
+            out.append(error_report(cid, HidError.INVALID_CHANNEL))
+            return None
+        # Rejections carry the packet's own channel id (the sender's), never the busy one's.
         if self.request is not None:
-            out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
-            return
+            out.append(error_report(cid, HidError.CHANNEL_BUSY))
+            return None
         if self._assembly is not None:
-            if self._assembly.cid != cid:
-                out.reports.append(error_report(cid, HidError.CHANNEL_BUSY))
-                return
+            if self._assembly.cid != cid or self._assembly.peer != peer:
+                # Another channel's message, or another host's on this channel: left alone.
+                out.append(error_report(cid, HidError.CHANNEL_BUSY))
+                return None
             # A new request before the previous one was complete: both are void.
             self._assembly = None
-            out.reports.append(error_report(cid, HidError.INVALID_SEQ))
-            return
+            out.append(error_report(cid, HidError.INVALID_SEQ))
+            return None
         try:
             command = Command(cmd)
         except ValueError:
             command = None
-        if command is None or command in (Command.KEEPALIVE, Command.ERROR):
-            out.reports.append(error_report(cid, HidError.INVALID_CMD))
-            return
+        if command is None or command in REFUSED:
+            out.append(error_report(cid, HidError.INVALID_CMD))
+            return None
         if length > MAX_MESSAGE_SIZE:
-            out.reports.append(error_report(cid, HidError.INVALID_LEN))
-            return
+            out.append(error_report(cid, HidError.INVALID_LEN))
+            return None
         self._touch(cid)
         if length <= INIT_DATA:
-            self._dispatch(out, cid, command, bytes(data[:length]), now)
-            return
-        self._assembly = _Assembly(cid, command, length, bytearray(data[:INIT_DATA]), 0, now)
+            return self._dispatch(out, cid, command, bytes(data[:length]), now, peer)
+        self._assembly = _Assembly(
+            cid,
+            command,
+            length,
+            bytearray(data[:INIT_DATA]),
+            0,
+            now,
+            now + self.msg_total_timeout,
+            peer,
+        )
+        return None
 
-    def _continuation(self, out: Output, cid: int, seq: int, data: bytes, now: float) -> None:
+    def _continuation(
+        self, out: list[bytes], cid: int, seq: int, data: bytes, now: float, peer: Hashable | None
+    ) -> Request | None:
         assembly = self._assembly
-        if assembly is None or assembly.cid != cid:
-            # A spurious continuation (no init packet before it) is ignored (§11.2.4).
-            return
+        if assembly is None or assembly.cid != cid or assembly.peer != peer:
+            # A spurious continuation (no init packet before it) is ignored (§11.2.4); so is
+            # one from a host other than the message's owner: it never touches the message.
+            return None
         if seq != assembly.next_seq:
             self._assembly = None
-            out.reports.append(error_report(cid, HidError.INVALID_SEQ))
-            return
+            out.append(error_report(cid, HidError.INVALID_SEQ))
+            return None
         assembly.data += data[: assembly.length - len(assembly.data)]
         assembly.next_seq += 1
         assembly.last_packet = now
         if len(assembly.data) >= assembly.length:
             self._assembly = None
-            self._dispatch(out, cid, assembly.cmd, bytes(assembly.data), now)
+            return self._dispatch(out, cid, assembly.cmd, bytes(assembly.data), now, peer)
+        return None
 
-    def _expire(self, now: float) -> list[bytes]:
-        reports: list[bytes] = []
+    def _expire(self, now: float) -> list[Report]:
         assembly = self._assembly
-        if assembly is not None and now - assembly.last_packet > self.msg_timeout:
+        if assembly is None:
+            return []
+        # The total bound runs from the init packet: continuations do not extend it.
+        if now - assembly.last_packet > self.msg_timeout or now > assembly.deadline:
             self._assembly = None
-            reports.append(error_report(assembly.cid, HidError.MSG_TIMEOUT))
-        if self._lock is not None and now >= self._lock.until:
-            self._lock = None
-        return reports
+            return _to(assembly.peer, [error_report(assembly.cid, HidError.MSG_TIMEOUT)])
+        return []
 
     # -- commands ------------------------------------------------------------------------
 
@@ -399,8 +486,6 @@ class CtapHidEngine:
             if self.request is not None and self.request.cid == cid:
                 self.request.cancelled = True
                 self.request.abandoned = True
-            if self._lock is not None and self._lock.cid == cid:
-                self._lock = None
             self._touch(cid)
         else:
             return [error_report(cid, HidError.INVALID_CHANNEL)]
@@ -410,18 +495,25 @@ class CtapHidEngine:
         )
         return fragment(cid, Command.INIT, payload)
 
-    def _dispatch(self, out: Output, cid: int, command: Command, data: bytes, now: float) -> None:
+    def _dispatch(
+        self,
+        out: list[bytes],
+        cid: int,
+        command: Command,
+        data: bytes,
+        now: float,
+        peer: Hashable | None,
+    ) -> Request | None:
         if command == Command.PING:
-            out.reports.extend(fragment(cid, Command.PING, data))
-        elif command == Command.LOCK:
-            out.reports.extend(self._lock_command(cid, data, now))
+            out.extend(fragment(cid, Command.PING, data))
         elif not self._supported(command):
-            out.reports.append(error_report(cid, HidError.INVALID_CMD))
+            out.append(error_report(cid, HidError.INVALID_CMD))
         elif command == Command.WINK and data:
-            out.reports.append(error_report(cid, HidError.INVALID_LEN))
+            out.append(error_report(cid, HidError.INVALID_LEN))
         else:
-            self.request = Request(cid, command, data, now)
-            out.request = self.request
+            self.request = Request(cid, command, data, now, peer)
+            return self.request
+        return None
 
     def _supported(self, command: Command) -> bool:
         if command == Command.CBOR:
@@ -432,23 +524,15 @@ class CtapHidEngine:
             return Capability.NMSG not in self.capabilities
         return False
 
-    def _lock_command(self, cid: int, data: bytes, now: float) -> list[bytes]:
-        if len(data) != 1:
-            return [error_report(cid, HidError.INVALID_LEN)]
-        seconds = data[0]
-        if seconds > MAX_LOCK_SECONDS:
-            return [error_report(cid, HidError.INVALID_PAR)]
-        self._lock = _Lock(cid, now + seconds) if seconds else None
-        return fragment(cid, Command.LOCK)
-
     def _cancel(self, cid: int) -> None:
         if self.request is not None and self.request.cid == cid:
             self.request.cancelled = True
         if self._assembly is not None and self._assembly.cid == cid:
             self._assembly = None
 
-    def _keepalive_report(self, request: Request) -> bytes:
-        return fragment(request.cid, Command.KEEPALIVE, bytes([request.keepalive_status]))[0]
+    def _keepalive_report(self, request: Request) -> Report:
+        report = fragment(request.cid, Command.KEEPALIVE, bytes([request.keepalive_status]))[0]
+        return Report(report, request.peer)
 
     # -- channels ------------------------------------------------------------------------
 

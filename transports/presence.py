@@ -22,6 +22,7 @@ from softkey.authenticator.environment import (
     SystemClock,
     Verdict,
 )
+from softkey.transports.display import printable
 
 DEFAULT_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
@@ -29,13 +30,22 @@ POLL_INTERVAL = 0.1
 _YES = {"y", "yes"}
 
 
+# WebAuthn lets an authenticator cut user.name to 64 bytes; beyond that it only floods the prompt.
+USER_NAME_LIMIT = 64
+
+
 def describe(request: PresenceRequest) -> str:
-    """``getAssertion for example.com (alice)``: what a person is asked to approve."""
+    """``getAssertion for example.com (alice)``: what a person is asked to approve.
+
+    rp.id and user.name come from the request, so they are escaped (transports/display.py): a
+    crafted rp.id must not be able to redraw this line into one naming another site. The
+    rp.id is never shortened: its end (the registrable domain) is the part that matters.
+    """
     text = request.purpose
     if request.rp_id:
-        text += f" for {request.rp_id}"
+        text += f" for {printable(request.rp_id)}"
     if request.user_name:
-        text += f" ({request.user_name})"
+        text += f" ({printable(request.user_name, USER_NAME_LIMIT)})"
     return text
 
 

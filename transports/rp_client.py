@@ -28,6 +28,7 @@ from fido2.ctap import CtapError
 from fido2.webauthn import PublicKeyCredentialCreationOptions, PublicKeyCredentialRequestOptions
 
 from softkey.authenticator import Authenticator
+from softkey.transports.display import printable
 
 
 def _public_key_member(options: Any) -> Any:
@@ -88,7 +89,12 @@ def explain(error: ClientError, authenticator: Authenticator) -> str:
     cause = error.cause
     if isinstance(cause, CtapError):
         outcome = authenticator.last_outcome
-        reason = outcome.reason if outcome is not None and outcome.status == cause.code else ""
+        # The reason may quote the request's rp.id: shown to a person, so escaped (display.py).
+        reason = (
+            printable(outcome.reason)
+            if outcome is not None and outcome.status == cause.code
+            else ""
+        )
         message = f"{cause.code.name}: " + (reason or "the key refused the request")
         profile = authenticator.profile.name
         message += f" (key profile {profile}; python-fido2 reports {error.code.name})"

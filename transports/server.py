@@ -6,30 +6,33 @@ driver runs the sans-IO engine (transports/ctaphid.py) and sends its answers thr
 thread, so the I/O loop keeps reading while a command waits for a person: a CANCEL reaches the
 waiting command, other channels get ERR_CHANNEL_BUSY, and a ticker thread sends KEEPALIVE every
 100 ms. ``peer`` is the transport's notion of who sent a report (a UDP address, a connection
-object, None for UHID); answers go to whoever last spoke on that channel.
+object, None for UHID).
+
+Where each report goes is decided by the engine, not here: every report it returns carries its
+``peer`` (answers to a packet go to its sender; a transaction's response, keepalives and
+timeout go to the peer that sent the transaction's initialization packet). The server keeps no
+channel -> address table: a packet bearing someone else's channel id, a continuation, or a
+rejected packet cannot redirect anybody's replies.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import struct
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 from softkey.authenticator import Authenticator
 from softkey.authenticator.ctap import Status
 from softkey.authenticator.environment import Clock, SystemClock
 
-from .ctaphid import BROADCAST_CID, Command, CtapHidEngine, Request
+from .ctaphid import Command, CtapHidEngine, Report, Request
 
 log = logging.getLogger("softkey.transport")
 
 Send = Callable[[bytes, "Hashable | None"], None]
 
 TICK_INTERVAL = 0.02  # how often the ticker looks for due keepalives and timeouts
-_MAX_PEERS = 1024
 _SW_UNKNOWN = b"\x6f\x00"  # ISO 7816 "no precise diagnosis" for a failed U2F command
 
 
@@ -70,11 +73,10 @@ class HidServer:
         self.after_request = after_request
         self.tick_interval = tick_interval
         self._send = send
-        # Guards the engine and the peer table; never held while a command runs.
+        # Guards the engine; never held while a command runs.
         self._lock = threading.RLock()
         # Serialises every use of the authenticator (worker, power cycle, admin reads).
         self.auth_lock = threading.RLock()
-        self._peers: OrderedDict[int, Hashable | None] = OrderedDict()
         self._queue: queue.Queue[Request | None] = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="softkey-ctaphid", daemon=True)
@@ -109,22 +111,20 @@ class HidServer:
     # -- what the transport calls --------------------------------------------------------
 
     def feed(self, report: bytes, peer: Hashable | None = None) -> None:
-        """One report from a host; answers go out through ``send`` before this returns."""
+        """One report from ``peer``; what it causes goes out through ``send`` before this
+        returns, each report to the peer the engine addressed it to (not necessarily
+        ``peer``: a stalled message's ERR_MSG_TIMEOUT goes to that message's owner)."""
         with self._lock:
-            if len(report) >= 4:
-                (cid,) = struct.unpack_from(">I", report)
-                if cid != BROADCAST_CID:
-                    self._remember_peer(cid, peer)
-            out = self.engine.receive(report, self.clock.monotonic())
+            out = self.engine.receive(report, self.clock.monotonic(), peer)
             for answer in out.reports:
-                self._emit(answer, peer)
+                self._emit(answer)
             if out.request is not None:
                 self._queue.put(out.request)
 
     def tick(self) -> None:
         with self._lock:
             for report in self.engine.tick(self.clock.monotonic()):
-                self._emit(report, self._peer_of(report))
+                self._emit(report)
 
     def power_cycle(
         self, *, forget_channels: bool, between: Callable[[], None] | None = None
@@ -139,7 +139,6 @@ class HidServer:
             self.engine.abort()
             if forget_channels:
                 self.engine.forget_channels()
-                self._peers.clear()
         # The worker holds auth_lock while a command runs; the abort above makes a presence
         # wait return at once, so this waits at most for one command to finish.
         with self.auth_lock:
@@ -151,26 +150,16 @@ class HidServer:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _remember_peer(self, cid: int, peer: Hashable | None) -> None:
-        self._peers.pop(cid, None)
-        self._peers[cid] = peer
-        while len(self._peers) > _MAX_PEERS:
-            self._peers.popitem(last=False)
-
-    def _peer_of(self, report: bytes) -> Hashable | None:
-        (cid,) = struct.unpack_from(">I", report)
-        return self._peers.get(cid)
-
-    def _emit(self, report: bytes, peer: Hashable | None) -> None:
+    def _emit(self, report: Report) -> None:
         try:
-            self._send(report, peer)
+            self._send(bytes(report), report.peer)
         except OSError as exc:  # the host went away; the device must not
             log.debug("could not send a report: %s", exc)
 
     def _keepalive(self, request: Request, status: int) -> None:
         with self._lock:
             for report in self.engine.keepalive(request, status, self.clock.monotonic()):
-                self._emit(report, self._peer_of(report))
+                self._emit(report)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_interval):
@@ -187,7 +176,7 @@ class HidServer:
             response = self._execute(request)
             with self._lock:
                 for report in self.engine.complete(request, response, self.clock.monotonic()):
-                    self._emit(report, self._peer_of(report))
+                    self._emit(report)
 
     def _execute(self, request: Request) -> bytes:
         if request.abandoned:

@@ -1,10 +1,13 @@
 """CTAPHID over UDP, the convention of open-source firmware simulators.
 
 One raw 64-byte CTAPHID report per datagram (no report-id byte); the device listens on
-127.0.0.1:8111 by default and answers each datagram's sender. A datagram equal to
-``POWER_CYCLE_PACKET`` power-cycles the key (volatile state such as PIN tokens goes; stored
-state and allocated channels stay). Simulator clients may talk on a channel they never
-allocated with INIT, so every channel except 0 and broadcast is accepted here.
+127.0.0.1:8111 by default. Each sending address is a separate host: answers to a datagram go
+to its sender, and a transaction's response, keepalives and timeout go to the address that
+sent its first packet, whatever other sockets send on that channel (docs/ctaphid.md). A
+datagram equal to ``POWER_CYCLE_PACKET`` power-cycles the key (volatile state such as PIN
+tokens goes; stored state and allocated channels stay). Simulator clients may talk on a
+channel they never allocated with INIT, so every channel except 0 and broadcast is accepted
+here.
 
 ``UdpCtapHidConnection`` is the client side, for python-fido2's ``CtapHidDevice``.
 """

@@ -42,10 +42,11 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
     assert len(again.credentials()) == 1
 
 
-def test_state_files_are_0600(tmp_path: Path) -> None:
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_state_files_are_0600(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
     try:
-        path = tmp_path / "sub" / "key.sqlite3"
+        path = tmp_path / "key.sqlite3"
         auth = Authenticator(state=path)
         Ctap2(VirtualCtapDevice(auth)).make_credential(
             os.urandom(32), {"id": "a.example"}, {"id": b"1"}, PARAMS, options={"rk": True}
@@ -67,6 +68,7 @@ def test_profile_mismatch_is_refused_with_guidance(tmp_path: Path) -> None:
 def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "key.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
+    path.chmod(0o600)
     with pytest.raises(StateError, match="not a softkey state file"):
         Authenticator(state=path)
 

@@ -127,3 +127,8 @@ def key_process() -> Iterator[Callable[..., KeyProcess]]:
     yield start
     for key in started:
         key.stop()
+
+
+# Acting as other uids (users.py); the fixture is registered here for every security test.
+sys.path.insert(0, str(Path(__file__).parent))
+from users import shared_base  # noqa: E402, F401

@@ -26,8 +26,9 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.parametrize("umask", [0o000, 0o022])
 def test_running_key_files_and_socket_are_private(key_process, tmp_path: Path, umask: int) -> None:
+    directory = tmp_path / "keys"
+    directory.mkdir(mode=0o700)
     key = key_process(tmp_path, "--presence", "auto", umask=umask, state_name="keys/key.sqlite3")
-    directory = key.state.parent  # did not exist: softkey made it
     # Write something so SQLite has its -wal and -shm files.
     ctap = Ctap2(open_udp_device("127.0.0.1", key.port, timeout=30))
     ctap.make_credential(
@@ -47,11 +48,13 @@ def test_running_key_files_and_socket_are_private(key_process, tmp_path: Path, u
             assert _mode(path) & 0o077 == 0, path
 
 
-def test_offline_fill_creates_a_private_state(tmp_path: Path) -> None:
-    state = tmp_path / "new" / "deeper" / "offline.sqlite3"
+def test_offline_fill_creates_a_private_data_directory(tmp_path: Path) -> None:
+    """A named key's data directory (and its missing parents) is made 0700 under any umask."""
+    xdg = tmp_path / "new" / "deeper"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTKEY_")}
+    env["XDG_DATA_HOME"] = str(xdg)
     result = subprocess.run(
-        [sys.executable, "-m", "softkey.tools.cli", "fill", "--state", str(state), "--count", "3"],
+        [sys.executable, "-m", "softkey.tools.cli", "fill", "--key", "k", "--count", "3"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -59,10 +62,29 @@ def test_offline_fill_creates_a_private_state(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    state = xdg / "softkey" / "k.sqlite3"
     assert _mode(state) == 0o600
     assert _mode(state.parent) == 0o700
-    assert _mode(state.parent.parent) == 0o700  # every directory softkey created, not only the last
-    for suffix in ("-wal", "-shm"):
+    assert _mode(xdg) == 0o700  # every directory softkey created, not only the last
+    assert _mode(xdg.parent) == 0o700
+    for suffix in ("-wal", "-shm", ".lock"):
         sidecar = state.with_name(state.name + suffix)
-        if sidecar.exists():  # SQLite removes them when the last connection closes
+        if sidecar.exists():  # SQLite removes -wal when the last connection closes
             assert _mode(sidecar) == 0o600
+
+
+def test_state_in_a_missing_directory_is_refused_not_created(tmp_path: Path) -> None:
+    """softkey makes only its own data directory; a --state elsewhere needs an existing one."""
+    state = tmp_path / "new" / "deeper" / "offline.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTKEY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "softkey.tools.cli", "fill", "--state", str(state), "--count", "3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "new").exists()

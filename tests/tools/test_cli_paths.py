@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,23 +41,43 @@ def test_state_path_and_key_names(tmp_path: Path) -> None:
 
 def test_each_key_gets_its_own_socket(tmp_path: Path) -> None:
     a, b = paths.key_state_path("a"), paths.key_state_path("b")
+    paths.prepare_state_dir(a)  # the data directory, 0700: private, so sockets sit there
     assert paths.control_socket_path(a) == a.with_name("a.sock")
     assert paths.control_socket_path(b) == b.with_name("b.sock")
     odd = tmp_path / "state.sock"  # a state file named like a socket keeps them apart
     assert paths.control_socket_path(odd) == tmp_path / "state.sock.sock"
 
 
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o770, 0o730])
+def test_a_socket_never_sits_where_others_can_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: int
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 65534)  # a group others are in (nogroup), not our private group
+    shared.chmod(mode)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    sock = paths.control_socket_path(shared / "key.sqlite3")
+    assert sock.parent == tmp_path / "run" / "softkey"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert paths.control_socket_path(shared / "key.sqlite3").parent == Path(
+        f"/tmp/softkey-{os.geteuid()}"
+    )
+
+
 def test_long_state_paths_put_the_socket_in_the_runtime_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60) / "key.sqlite3"
-    with pytest.raises(paths.KeyPathError, match="too long"):
-        paths.control_socket_path(deep)
+    deep.parent.mkdir(parents=True, mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     sock = paths.control_socket_path(deep)
     assert sock.parent == tmp_path / "run" / "softkey" and sock.suffix == ".sock"
     other = paths.control_socket_path(deep.with_name("other.sqlite3"))
     assert other != sock and len(str(sock).encode()) <= 107
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("r" * 120)))
+    with pytest.raises(paths.KeyPathError, match="XDG_RUNTIME_DIR"):
+        paths.control_socket_path(deep)
 
 
 def test_list_key_states_ignores_other_files(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from softkey.authenticator import Authenticator, FakeClock
 from softkey.authenticator.environment import KEEPALIVE_UPNEEDED
 from softkey.transports.ctaphid import (
     BROADCAST_CID,
-    MAX_LOCK_SECONDS,
+    DEFAULT_MSG_TOTAL_TIMEOUT,
     MAX_MESSAGE_SIZE,
     REPORT_SIZE,
     Command,
@@ -185,9 +185,9 @@ def test_random_report_streams_never_wedge_or_lose_credentials(actions, any_chan
     assert all(len(report) == REPORT_SIZE for report in driver.out)
 
     # Whatever happened, the authenticator eventually answers and timeouts expire: past the
-    # longest of them, a CTAPHID_LOCK the stream may have taken (§11.2.9.2.2: up to 10 s)...
+    # longest of them, a message's total timeout (CTAPHID_LOCK is refused, so no lock)...
     driver.complete()
-    driver.now += MAX_LOCK_SECONDS + 1
+    driver.now += DEFAULT_MSG_TOTAL_TIMEOUT + 1
     driver.engine.tick(driver.now)
     driver.out.clear()
 

@@ -42,6 +42,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "authenticator/cbor.py": (
         "tests/authenticator/test_cbor.py",
         "tests/authenticator/test_malformed.py",
+        "tests/security/test_cbor_key_types.py",
     ),
     "authenticator/pin.py": (
         "tests/authenticator/test_pin.py",
@@ -54,6 +55,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/authenticator/test_reset.py",
         "tests/authenticator/test_cred_protect.py",
         "tests/authenticator/test_interop.py",
+        "tests/security/test_request_field_sizes.py",
     ),
     "authenticator/store.py": (
         "tests/authenticator/test_store.py",
@@ -63,6 +65,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "transports/ctaphid.py": (
         "tests/transports/test_ctaphid_engine.py",
         "tests/transports/test_ctaphid_fuzz.py",
+        "tests/security/test_ctaphid_peers.py",
     ),
 }
 COPIED = ("authenticator", "transports", "tools", "tests", "docs")

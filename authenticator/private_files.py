@@ -71,6 +71,17 @@ def _open_error(path: Path, exc: OSError, what: str) -> PrivateFileError:
                 f"{path} belongs to {_uid_name(owner)}, not to you: another user may have "
                 "planted it; move it away or use another path"
             )
+        if os.path.lexists(path):
+            return PrivateFileError(
+                f"{path} is read-only for you and softkey must write it; `chmod 600 {path}` "
+                "or use another path"
+            )
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return PrivateFileError(
+                f"cannot create {path.name} in {path.parent}: the directory is read-only for "
+                f"you, and softkey writes next to its state; `chmod u+w {path.parent}` or use "
+                "another path"
+            )
         return PrivateFileError(
             f"permission denied opening {path}: it belongs to another user or its directory "
             "is read-only; use a file and directory of your own"

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from . import private_files
 
-SCHEMA_VERSION = 1
+# 2: credentials.created_at (wall-clock seconds; NULL for rows written by schema 1).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS credentials (
     user_display_name TEXT,
     cred_protect      INTEGER NOT NULL DEFAULT 1,
     large_blob_key    BLOB,
+    created_at        INTEGER,
     UNIQUE (rp_id_hash, user_id)
 );
 CREATE TABLE IF NOT EXISTS counters (
@@ -67,13 +69,15 @@ class ResidentCredential:
     # Insertion order (the seq column): larger is more recent. SQLite gives a new row
     # max(seq) + 1, so an overwritten credential becomes the most recent one.
     created: int = 0
+    # When it was stored (Unix seconds, the store's wall clock); None for schema-1 rows.
+    created_at: int | None = None
 
 
 _FIELDS = (
     "credential_id, rp_id, rp_id_hash, user_id, rp_name, user_name, user_display_name, "
     "cred_protect, large_blob_key"
 )
-_COLUMNS = _FIELDS + ", seq"
+_COLUMNS = _FIELDS + ", seq, created_at"
 
 
 def _row(row: tuple) -> ResidentCredential:
@@ -88,6 +92,7 @@ def _row(row: tuple) -> ResidentCredential:
         cred_protect=row[7],
         large_blob_key=bytes(row[8]) if row[8] is not None else None,
         created=row[9],
+        created_at=row[10],
     )
 
 
@@ -222,13 +227,16 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 version = self.get_meta("schema_version")
-                if version is None:
-                    self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
-                elif int(version) > SCHEMA_VERSION:
+                if version is not None and int(version) > SCHEMA_VERSION:
                     raise StateError(
                         f"{self.path} was written by a newer softkey (schema {int(version)}); "
                         "upgrade softkey to open it"
                     )
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(credentials)")}
+                if "created_at" not in columns:  # schema 1 -> 2
+                    self._db.execute("ALTER TABLE credentials ADD COLUMN created_at INTEGER")
+                if version is None or int(version) < SCHEMA_VERSION:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StateError(f"{self.path} is not a softkey state file ({exc})") from None
@@ -380,7 +388,8 @@ class Store:
                     (counter_key(old.credential_id),),
                 )
             db.execute(
-                f"INSERT INTO credentials ({_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO credentials ({_FIELDS}, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
                 (
                     cred.credential_id,
                     cred.rp_id,

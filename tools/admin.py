@@ -1,9 +1,9 @@
 """Operator actions on one ``Authenticator``: what the `softkey` verbs do, minus the terminal.
 
 Each operation takes an ``Authenticator`` and JSON-able arguments and returns a JSON-able
-dict (bytes as lowercase hex), so the very same code runs offline on a state file and inside
-a running key behind its control socket (``dispatch``). Results never contain secrets: no
-master key, no PIN, no private key, no pinUvAuthToken.
+dict (IDs as hex with base64url beside them), so the very same code runs offline on a state
+file and inside a running key behind its control socket (``dispatch``). Results never contain
+secrets: no master key, no PIN, no private key, no pinUvAuthToken.
 
 ``fill`` does not write the slot table itself: it sends real CBOR authenticatorMakeCredential
 requests through ``Authenticator.handle_cbor`` so the device's own capacity rule and errors
@@ -12,6 +12,7 @@ apply (CTAP 2.1 §6.1.2 step 15: KEY_STORE_FULL).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import inspect
 import os
@@ -19,13 +20,16 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from softkey.authenticator import Authenticator, AutoPresence, Status, cbor, cose, params
-from softkey.authenticator.ctap import CoseAlg
+from softkey.authenticator.config import ConfigCmd, SetMinPinLengthKey, min_pin_length_rp_ids
+from softkey.authenticator.ctap import Cmd, CoseAlg
 from softkey.authenticator.keywrap import CRED_RANDOM_LEN, CredentialSecrets
+from softkey.authenticator.pin import MAX_PIN_BYTES
 from softkey.authenticator.store import ResidentCredential
 from softkey.tools.trace import status_name
 
@@ -65,18 +69,46 @@ def slot_usage(auth: Authenticator) -> dict[str, int | None]:
 def credential_record(auth: Authenticator, cred: ResidentCredential) -> dict[str, Any]:
     """The stable JSON form of one resident credential (see README, CLI reference)."""
     secrets = auth.wrapper.unwrap(cred.credential_id, cred.rp_id_hash)
+    created = None
+    if cred.created_at is not None:
+        created = datetime.fromtimestamp(cred.created_at, timezone.utc).isoformat()
     return {
+        # hex (as ykman and fido2-token print them; the field names predate base64url) and
+        # base64url, unpadded, what WebAuthn JSON, WebDriver and RP databases carry.
         "credential_id": cred.credential_id.hex(),
+        "credential_id_b64url": b64url(cred.credential_id),
         "rp_id": cred.rp_id,
         "rp_name": cred.rp_name,
         "user_handle": cred.user_id.hex(),
+        "user_handle_b64url": b64url(cred.user_id),
         "user_name": cred.user_name,
         "user_display_name": cred.user_display_name,
         "alg": secrets.alg if secrets else None,
         "cred_protect": cred.cred_protect,
         "counter": auth.counter(cred.credential_id),
-        "created": cred.created,
+        "created": created,
+        "order": cred.created,
     }
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def parse_id(text: str, what: str) -> bytes:
+    """A credential ID or user handle given as hex or base64url (padding optional).
+
+    All-hex text of even length is read as hex (what ykman and fido2-token print); anything
+    else as base64url."""
+    cleaned = text.strip()
+    if _HEX.fullmatch(cleaned) and len(cleaned) % 2 == 0:
+        return bytes.fromhex(cleaned)
+    if _B64URL.fullmatch(cleaned):
+        try:
+            return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+        except ValueError:
+            pass
+    raise AdminError(f"{what} {text!r} is neither hex nor base64url", code="usage")
 
 
 def _rp_filter(rp: str | None) -> str | None:
@@ -139,6 +171,7 @@ def info(auth: Authenticator) -> dict[str, Any]:
         "credential_management": profile.credman,
         "resident_credentials": slot_usage(auth),
         "pin": pin_state(auth),
+        "config": config_state(auth),
         "counters": {"credentials": tracked, "signatures": signatures},
         "firmware_version": raw.get("firmware_version"),
         "max_msg_size": raw.get("max_msg_size"),
@@ -156,28 +189,36 @@ def list_credentials(auth: Authenticator, rp: str | None = None) -> dict[str, An
 # -- delete ----------------------------------------------------------------------------------
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+=*")
 
 
 def match_prefix(auth: Authenticator, prefix: str) -> ResidentCredential:
-    """The one resident credential whose ID starts with the hex ``prefix``."""
-    if not _HEX.fullmatch(prefix):
+    """The one resident credential whose ID starts with ``prefix``, in hex or base64url (as
+    `softkey credentials list` shows them); a prefix that fits several is refused."""
+    text = prefix.strip()
+    if not text or not _B64URL.fullmatch(text.rstrip("=")):
         raise AdminError(
-            f"{prefix!r} is not a hex credential ID prefix; copy one from "
+            f"{prefix!r} is not a credential ID prefix (hex or base64url); copy one from "
             "`softkey credentials list`",
             code="usage",
         )
-    prefix = prefix.lower()
-    matches = [c for c in auth.credentials() if c.credential_id.hex().startswith(prefix)]
+    text = text.rstrip("=")
+    matches = [
+        c
+        for c in auth.credentials()
+        if c.credential_id.hex().startswith(text.lower())
+        or b64url(c.credential_id).startswith(text)
+    ]
     if not matches:
         raise AdminError(
-            f"no resident credential ID starts with {prefix}; non-resident credentials are "
+            f"no resident credential ID starts with {text}; non-resident credentials are "
             "not stored on the key (only `softkey reset` revokes them), see "
             "`softkey credentials list`",
             code="not_found",
         )
     if len(matches) > 1:
         raise AdminError(
-            f"{len(matches)} credentials start with {prefix}; give more hex digits",
+            f"{len(matches)} credentials start with {text}; give more characters",
             code="ambiguous",
         )
     return matches[0]
@@ -261,7 +302,7 @@ class _PinAuth:
         except Fido2CtapError as exc:
             code = Status(int(exc.code)) if int(exc.code) in Status._value2member_map_ else None
             if code == Status.PIN_INVALID:
-                raise AdminError("wrong PIN; retry with the right one") from None
+                raise AdminError(wrong_pin_message(self.auth)) from None
             if code in (Status.PIN_BLOCKED, Status.PIN_AUTH_BLOCKED):
                 raise AdminError(
                     "the PIN is blocked; reset the key with `softkey reset`"
@@ -501,9 +542,11 @@ def add_credential(
     public = cose.public_cose(alg, raw)
     return {
         "credential_id": cred_id.hex(),
+        "credential_id_b64url": b64url(cred_id),
         "rp_id": rp,
         "resident": resident,
         "user_handle": _hex(user_id),
+        "user_handle_b64url": None if user_id is None else b64url(user_id),
         "alg": alg,
         "counter": counter,
         "public_key_cose": cbor.encode(public).hex(),
@@ -512,10 +555,8 @@ def add_credential(
 
 
 def _parse_hex(value: str, option: str) -> bytes:
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise AdminError(f"{option} must be hex digits, e.g. 0a1b2c", code="usage") from None
+    """An ID option's bytes: hex or base64url (parse_id says which wins when both fit)."""
+    return parse_id(value, option)
 
 
 def slots_full_message(used: int, capacity: int) -> str:
@@ -546,18 +587,31 @@ def _pin_api(auth: Authenticator, name: str) -> Callable[..., Any]:
     return fn
 
 
-def _pin_call(fn: Callable[..., Any], *args: str) -> None:
+def _pin_call(fn: Callable[..., Any], *args: str, auth: Authenticator | None = None) -> None:
     from softkey.authenticator import CtapError
 
     try:
         fn(*args)
     except CtapError as exc:
-        raise AdminError(_pin_error(exc.status, exc.reason)) from None
+        raise AdminError(_pin_error(exc.status, exc.reason, auth)) from None
     except ValueError as exc:
         raise AdminError(str(exc)) from None
 
 
-def _pin_error(status: int, reason: str) -> str:
+def wrong_pin_message(auth: Authenticator, what: str = "PIN") -> str:
+    """ "wrong PIN; 7 retries left" (what a person needs before the next guess)."""
+    retries = pin_state(auth)["retries"]
+    if retries is None:
+        return f"wrong {what}; retry with the right one"
+    if retries == 0:
+        return f"wrong {what}; no retries left: the PIN is blocked, reset the key (`softkey reset`)"
+    plural = "retry" if retries == 1 else "retries"
+    return f"wrong {what}; {retries} {plural} left before the PIN is blocked"
+
+
+def _pin_error(status: int, reason: str, auth: Authenticator | None = None) -> str:
+    if status == Status.PIN_INVALID and auth is not None:
+        return wrong_pin_message(auth, "current PIN")
     messages: dict[int, str] = {
         Status.PIN_INVALID: "wrong current PIN; retry with the right one",
         Status.PIN_BLOCKED: "the PIN is blocked; reset the key with `softkey reset`",
@@ -577,8 +631,280 @@ def pin_set(auth: Authenticator, pin: str) -> dict[str, Any]:
 
 
 def pin_change(auth: Authenticator, old: str, new: str) -> dict[str, Any]:
-    _pin_call(_pin_api(auth, "change_pin"), old, new)
+    _pin_call(_pin_api(auth, "change_pin"), old, new, auth=auth)
     return pin_state(auth)
+
+
+# -- authenticatorConfig and PIN verify (CTAP 2.1 §6.11, §6.5) ----------------------------------
+# Done as a platform would: python-fido2's ClientPin gets a pinUvAuthToken (acfg permission)
+# through the device's own handle_cbor, then a real authenticatorConfig request carries the
+# pinUvAuthParam. The device's spec logic decides; these functions only phrase its answers.
+
+
+def config_state(auth: Authenticator) -> dict[str, Any]:
+    """What getInfo says about the configuration (None: the profile has no such option)."""
+    raw = auth.info()
+    options = raw.get("options", {})
+    pin = pin_state(auth)
+    return {
+        "authenticator_config": bool(options.get("authnrCfg", False)),
+        "always_uv": options.get("alwaysUv"),
+        "enterprise_attestation": options.get("ep"),
+        "min_pin_length": raw.get("min_pin_length", pin["min_length"]),
+        "force_pin_change": bool(raw.get("force_pin_change", pin["force_change"])),
+        "min_pin_length_rp_ids": min_pin_length_rp_ids(auth),
+        "max_rp_ids_for_min_pin_length": raw.get("max_rpids_for_set_min_pin_length"),
+    }
+
+
+def _profiles_with_option(option: str) -> list[str]:
+    """Profiles whose getInfo lists ``option`` (what `softkey profiles` shows)."""
+    from softkey.authenticator.profiles import PROFILES
+
+    names = []
+    for name in PROFILES:
+        with Authenticator(name) as probe:
+            if option in probe.info().get("options", {}):
+                names.append(name)
+    return names
+
+
+def config_unsupported_message(profile: str) -> str:
+    return (
+        f"the {profile} profile has no authenticatorConfig (CTAP 2.1 only); profiles with it: "
+        f"{', '.join(_profiles_with_option('authnrCfg'))} (see `softkey profiles`)"
+    )
+
+
+def ep_unsupported_message(profile: str) -> str:
+    return (
+        f'the {profile} profile has no enterprise attestation (no "ep" in getInfo); '
+        f"profiles with it: {', '.join(_profiles_with_option('ep'))} (see `softkey profiles`)"
+    )
+
+
+def _platform_pin(auth: Authenticator) -> Any:
+    """python-fido2's ClientPin on this device (a fresh getInfo, as after plugging in)."""
+    from fido2.ctap2 import ClientPin, Ctap2
+
+    from softkey.transports.inprocess import VirtualCtapDevice
+
+    return ClientPin(Ctap2(VirtualCtapDevice(auth)))
+
+
+class _PinChangeRequired(AdminError):
+    """The PIN was right, but forcePINChange keeps it from being used (§6.5.5.7)."""
+
+
+def _pin_refusal(auth: Authenticator, status: int) -> AdminError:
+    """One sentence for a clientPIN refusal while getting a token."""
+    retries = auth.pin_uv.retries
+    if status == Status.PIN_INVALID:
+        # A right PIN refills the retries before forcePINChange refuses the token.
+        if auth.pin_uv.force_change and retries == auth.profile.pin_retries:
+            return _PinChangeRequired(
+                "the PIN is right, but the key requires a new one before it can be used: "
+                "run `softkey pin change`",
+                code="pin_change_required",
+            )
+        left = f"{retries} {'retry' if retries == 1 else 'retries'} left"
+        return AdminError(f"wrong PIN; {left}", code="wrong_pin")
+    if status == Status.PIN_BLOCKED:
+        return AdminError(
+            "the PIN is blocked (no retries left); only `softkey reset` makes the key usable "
+            "again, and it deletes every credential",
+            code="pin_blocked",
+        )
+    if status == Status.PIN_AUTH_BLOCKED:
+        return AdminError(
+            f"3 wrong PINs in a row ({retries} left before the PIN is blocked): replug the key "
+            "(`softkey replug`) before the next try",
+            code="pin_auth_blocked",
+        )
+    if status == Status.PIN_NOT_SET:
+        return AdminError("no PIN is set on this key; set one with `softkey pin set`")
+    return AdminError(f"the key refused the PIN: {status_name(status)}")
+
+
+def _pin_token(auth: Authenticator, pin: str, permissions: int | None) -> tuple[Any, bytes]:
+    """(ClientPin, pinUvAuthToken) for ``pin``; AdminError with the device's verdict."""
+    import unicodedata
+
+    from fido2.ctap import CtapError as Fido2CtapError
+    from fido2.ctap2 import ClientPin
+
+    if not isinstance(pin, str) or not pin:
+        raise AdminError("the PIN must be a non-empty string", code="usage")
+    client_pin = _platform_pin(auth)
+    perms = ClientPin.PERMISSION(permissions) if permissions is not None else None
+    try:
+        # §6.5.1: the platform sends the NFC form, as `softkey pin set` stored it.
+        token = client_pin.get_pin_token(unicodedata.normalize("NFC", pin), perms)
+    except Fido2CtapError as exc:
+        raise _pin_refusal(auth, int(exc.code)) from None
+    return client_pin, bytes(token)
+
+
+def _config_refusal(auth: Authenticator, status: int, sub: int) -> AdminError:
+    outcome = auth.last_outcome
+    reason = outcome.reason if outcome is not None else ""
+    if status in (Status.INVALID_COMMAND, Status.UNSUPPORTED_OPTION):
+        return AdminError(config_unsupported_message(auth.profile.name), code="unsupported")
+    if status == Status.INVALID_SUBCOMMAND and sub == ConfigCmd.ENABLE_ENTERPRISE_ATTESTATION:
+        return AdminError(ep_unsupported_message(auth.profile.name), code="unsupported")
+    if status == Status.PUAT_REQUIRED:
+        if auth.pin_uv.is_set:
+            return AdminError(
+                "this key has a PIN: give it (SOFTKEY_PIN or the prompt)", code="pin_required"
+            )
+        return AdminError(
+            "alwaysUv is on and no PIN is set: set one with `softkey pin set`, then retry"
+        )
+    if status == Status.PIN_NOT_SET:
+        return AdminError(
+            "no PIN is set, so there is none to change; set one with `softkey pin set`"
+        )
+    if status in (Status.PIN_AUTH_INVALID, Status.UNAUTHORIZED_PERMISSION):
+        return AdminError(f"the key refused the PIN token ({status_name(status)}: {reason}); retry")
+    if status == Status.PIN_POLICY_VIOLATION:
+        return AdminError(f"the key refused: {reason or status_name(status)}", code="pin_policy")
+    if status == Status.INVALID_PARAMETER and sub == ConfigCmd.SET_MIN_PIN_LENGTH:
+        limit = auth.profile.max_rpids_for_set_min_pin_length
+        return AdminError(f"too many --rp-id: this key lets at most {limit} RPs read the length")
+    detail = f" ({reason})" if reason else ""
+    return AdminError(f"the key refused authenticatorConfig: {status_name(status)}{detail}")
+
+
+def _send_config(
+    auth: Authenticator, sub: ConfigCmd, sub_params: dict[int, Any] | None, pin: str | None
+) -> None:
+    """One authenticatorConfig request, authenticated with ``pin`` when the key has one."""
+    from fido2.ctap2 import ClientPin
+
+    if not auth.info().get("options", {}).get("authnrCfg"):
+        raise AdminError(config_unsupported_message(auth.profile.name), code="unsupported")
+    request: dict[int, Any] = {1: int(sub)}
+    if sub_params is not None:
+        request[2] = sub_params
+    if pin is not None and auth.pin_uv.is_set:
+        client_pin, token = _pin_token(auth, pin, ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+        # §6.11: pinUvAuthParam = authenticate(token, 32×0xff || 0x0d || subCommand ||
+        # subCommandParams), the same bytes the device rebuilds.
+        message = b"\xff" * 32 + bytes([Cmd.CONFIG, sub])
+        if sub_params is not None:
+            message += cbor.encode(sub_params)
+        request[3] = client_pin.protocol.VERSION
+        request[4] = client_pin.protocol.authenticate(token, message)
+    response = auth.handle_cbor(bytes([Cmd.CONFIG]) + cbor.encode(request))
+    if response[0] != Status.SUCCESS:
+        raise _config_refusal(auth, response[0], sub)
+
+
+def config_toggle_always_uv(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
+    """authenticatorConfig toggleAlwaysUv (§6.11.2)."""
+    _send_config(auth, ConfigCmd.TOGGLE_ALWAYS_UV, None, pin)
+    return config_state(auth)
+
+
+def config_set_min_pin_length(
+    auth: Authenticator,
+    length: int,
+    rp_ids: list[str] | None = None,
+    pin: str | None = None,
+) -> dict[str, Any]:
+    """authenticatorConfig setMinPINLength (§6.11.4): the minimum may only grow."""
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise AdminError("the minimum PIN length must be a positive number", code="usage")
+    if rp_ids is not None:
+        if not isinstance(rp_ids, list) or not all(isinstance(r, str) for r in rp_ids):
+            raise AdminError("rp_ids must be a list of RP IDs", code="usage")
+        for rp in rp_ids:
+            problem = params.rp_id_problem(rp) if rp else "it must not be empty"
+            if problem:
+                raise AdminError(f"--rp-id {rp!r} is not a usable RP ID: {problem}", code="usage")
+    before = config_state(auth)
+    sub_params: dict[int, Any] = {SetMinPinLengthKey.NEW_MIN_PIN_LENGTH: length}
+    if rp_ids:
+        sub_params[SetMinPinLengthKey.MIN_PIN_LENGTH_RPIDS] = list(rp_ids)
+    try:
+        _send_config(auth, ConfigCmd.SET_MIN_PIN_LENGTH, sub_params, pin)
+    except AdminError as exc:
+        # Only the device's own answer to this request (never a stale last_outcome).
+        outcome = auth.last_outcome
+        if exc.code != "pin_policy" or outcome is None:
+            raise
+        if length < before["min_pin_length"]:
+            raise AdminError(
+                f"the minimum PIN length can only grow (it is {before['min_pin_length']}, "
+                f"not {length}): CTAP 2.1 §6.11.4; only `softkey reset` lowers it",
+                code="pin_policy",
+            ) from None
+        if length > MAX_PIN_BYTES:
+            raise AdminError(
+                f"no PIN can be {length} characters long (a PIN has at most {MAX_PIN_BYTES} "
+                "bytes); choose a smaller N",
+                code="pin_policy",
+            ) from None
+        raise AdminError(
+            f"the key refused a minimum PIN length of {length}: {outcome.reason}",
+            code="pin_policy",
+        ) from None
+    return {**config_state(auth), "previous_min_pin_length": before["min_pin_length"]}
+
+
+def config_force_pin_change(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
+    """setMinPINLength with forceChangePin (§6.11.4): the PIN must change before next use."""
+    _send_config(
+        auth, ConfigCmd.SET_MIN_PIN_LENGTH, {SetMinPinLengthKey.FORCE_CHANGE_PIN: True}, pin
+    )
+    return config_state(auth)
+
+
+def config_enable_ep(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
+    """enableEnterpriseAttestation (§6.11.1), only where getInfo lists "ep"."""
+    if "ep" not in auth.info().get("options", {}):
+        raise AdminError(ep_unsupported_message(auth.profile.name), code="unsupported")
+    _send_config(auth, ConfigCmd.ENABLE_ENTERPRISE_ATTESTATION, None, pin)
+    return config_state(auth)
+
+
+def pin_verify(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
+    """Check ``pin`` with a real getPinToken (§6.5.5.7): a wrong one spends a retry.
+
+    Never raises for a wrong or blocked PIN: the result says ``verified`` and why not
+    (``error``, one sentence; ``reason``, a short code), so `--json` callers get both. No PIN
+    is needed (None) when the key has none or it is blocked: nothing could be checked.
+    """
+    status = pin_state(auth)
+    verdict: dict[str, Any]
+    if not status["set"]:
+        verdict = {
+            "verified": False,
+            "reason": "pin_not_set",
+            "error": "no PIN is set on this key; set one with `softkey pin set`",
+        }
+    elif status["retries"] == 0:
+        blocked = _pin_refusal(auth, Status.PIN_BLOCKED)
+        verdict = {"verified": False, "reason": blocked.code, "error": str(blocked)}
+    elif pin is None:
+        raise AdminError("give the PIN to verify", code="usage")
+    else:
+        try:
+            _pin_token(auth, pin, None)
+            verdict = {"verified": True, "reason": None, "error": None}
+        except _PinChangeRequired as exc:
+            verdict = {"verified": True, "reason": exc.code, "error": str(exc)}
+        except AdminError as exc:
+            if exc.code == "usage":
+                raise
+            verdict = {"verified": False, "reason": exc.code, "error": str(exc)}
+        status = pin_state(auth)
+    return {
+        **verdict,
+        "retries": status["retries"],
+        "blocked": bool(status["set"]) and status["retries"] == 0,
+        "force_change": status["force_change"],
+    }
 
 
 # -- dispatch (control socket) ------------------------------------------------------------------
@@ -611,6 +937,11 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "pin_status": pin_status,
     "pin_set": pin_set,
     "pin_change": pin_change,
+    "config_toggle_always_uv": config_toggle_always_uv,
+    "config_set_min_pin_length": config_set_min_pin_length,
+    "config_force_pin_change": config_force_pin_change,
+    "config_enable_ep": config_enable_ep,
+    "pin_verify": pin_verify,
 }
 
 READ_ONLY = frozenset({"ping", "info", "credentials", "pin_status"})

@@ -51,21 +51,72 @@ class CliUsageError(click.ClickException):
     exit_code = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SoftkeyGroup(click.Group):
+    """click's group, with errors as one line on stderr.
+
+    click prints a usage error as the usage synopsis, a hint and the message: three lines a
+    script cannot grep and a person has to read around. Here every error is one line ending
+    in what to do, and an unexpected exception (a bug) still gives one line, not a traceback
+    (SOFTKEY_DEBUG=1 shows it)."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        if extra.pop("standalone_mode", True) is False:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "softkey"
+            click.echo(f"Error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("SOFTKEY_DEBUG"):
+                raise
+            click.echo(
+                f"Error: softkey failed unexpectedly ({type(exc).__name__}: {exc}); this is a "
+                "bug: please report it with the output of the same command run with "
+                "SOFTKEY_DEBUG=1",
+                err=True,
+            )
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=SoftkeyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="softkey")
 def cli() -> None:
     """softkey: a software FIDO2/CTAP2 security key for Linux."""
 
 
+def _profile_names() -> list[str]:
+    from softkey.authenticator.profiles import PROFILES
+
+    return list(PROFILES)
+
+
+# --profile everywhere: click lists the choices in --help and names them in the error.
+PROFILE_CHOICE = click.Choice(_profile_names())
+
+
 @cli.command()
 @click.option(
     "--profile",
+    type=PROFILE_CHOICE,
     default="nitrokey-fido2",
     show_default=True,
-    help="Profile or preset to tell the story with.",
+    help="Profile or preset to show it with.",
 )
 def demo(profile: str) -> None:
-    """Tell the seeds' story: resident slots fill up, reset kills non-resident keys."""
+    """A two-minute walk-through: resident slots fill up, reset kills non-resident keys."""
     from softkey.tools.demo import run_demo
 
     run_demo(profile)
@@ -97,7 +148,9 @@ class KeyRef:
         return "" if name == paths.DEFAULT_KEY else f" --key {name}"
 
     def exists(self) -> bool:
-        return self.state.is_file()
+        # lexists: a directory, FIFO or dangling link there is "something", which the state
+        # checks then name; never a missing key to create over it.
+        return os.path.lexists(self.state)
 
     def socket(self) -> Path | None:
         try:
@@ -158,6 +211,7 @@ class OfflineBackend(Backend):
         # A writer holds the state's lock for the whole verb, taken before the master key is
         # read (store.StateLock): a reset or import by another process cannot slip in between.
         self.lock = StateLock(ref.state)
+        self.created = False
         try:
             if write and not self.lock.acquire(blocking=False):
                 click.echo(
@@ -169,15 +223,16 @@ class OfflineBackend(Backend):
                         f"another softkey process has been changing {ref.label} for "
                         f"{LOCK_WAIT_SECONDS:.0f} s; wait for it to finish and retry"
                     )
+            self.created = not ref.exists()
             self.auth = Authenticator(profile, ref.state)
         except StateError as exc:
-            self.lock.release()
+            self._abandon()
             raise CliError(str(exc)) from None
         except ValueError as exc:  # unknown profile
-            self.lock.release()
+            self._abandon()
             raise CliUsageError(str(exc)) from None
         except BaseException:
-            self.lock.release()
+            self._abandon()
             raise
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
@@ -187,6 +242,18 @@ class OfflineBackend(Backend):
 
     def close(self) -> None:
         self.auth.close()
+        self.lock.release()
+
+    def discard(self) -> None:
+        """Close, and remove the key if this command created it: a failed command leaves
+        nothing behind."""
+        self.auth.close()
+        self._abandon()
+
+    def _abandon(self) -> None:
+        if self.created:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(self.ref.state) + suffix).unlink(missing_ok=True)
         self.lock.release()
 
 
@@ -236,10 +303,18 @@ def running_admin(ref: KeyRef) -> tuple[bool, AdminCall | None]:
 
 @contextmanager
 def open_key(
-    ref: KeyRef, *, write: bool, create: bool = False, profile: str | None = None
+    ref: KeyRef,
+    *,
+    write: bool,
+    create: bool = False,
+    profile: str | None = None,
+    announce: bool = True,
 ) -> Iterator[Backend]:
     """The backend for ``ref``: the running key's control socket if it answers admin calls,
-    else the state file (writes to a running key's file are refused)."""
+    else the state file (writes to a running key's file are refused).
+
+    Only ``create`` verbs make a new key (saying so on stderr unless ``announce`` is off); if
+    such a verb then fails, the new key is removed again."""
     running, admin_call = running_admin(ref)
     backend: Backend
     if running and admin_call is not None:
@@ -252,22 +327,35 @@ def open_key(
             "runs) and retry: that running key does not accept changes over its control socket"
         )
     else:
-        if not ref.exists() and not create:
-            raise CliError(
-                f"there is no {ref.label} yet ({ref.state} does not exist); create it with "
-                f"`softkey run{ref.key_option}` or `softkey fill{ref.key_option} --profile P`"
-            )
         if not ref.exists():
+            if not create:
+                raise CliError(
+                    f"there is no {ref.label} ({ref.state} does not exist); create it with "
+                    f"`softkey init{ref.key_option}` (or check --key/--state)"
+                )
             try:
                 paths.prepare_state_dir(ref.state)
             except paths.KeyPathError as exc:
                 raise CliError(str(exc)) from None
         backend = OfflineBackend(ref, profile, write=write)
         backend.running = running
+    offline = backend if isinstance(backend, OfflineBackend) else None
     try:
+        if offline is not None and offline.created and announce:
+            click.echo(
+                f"softkey: created a new {offline.auth.profile.name} key"
+                f"{'' if ref.name is None else ' ' + repr(ref.name)} at {ref.state}",
+                err=True,
+            )
         yield backend
+    except BaseException:
+        if offline is not None and offline.created:
+            offline.discard()
+            offline = None
+        raise
     finally:
-        backend.close()
+        if offline is not None or not isinstance(backend, OfflineBackend):
+            backend.close()
 
 
 def _check_profile(backend: Backend, profile: str) -> None:
@@ -286,9 +374,17 @@ def _key_header(ref: KeyRef, backend: Backend) -> dict[str, Any]:
     return {"key": ref.name, "state": str(ref.state), "running": backend.running}
 
 
+def interactive() -> bool:
+    """Is a person at a terminal to answer a question or type a PIN? (Never guess from a pipe:
+    Python's getpass would then read a PIN from stdin with a warning.)"""
+    return sys.stdin.isatty()
+
+
 def _confirm(yes: bool, question: str) -> None:
     if yes:
         return
+    if not interactive():
+        raise CliError("nothing changed: no terminal to ask for confirmation on; add --yes")
     try:
         confirmed = click.confirm(question, default=False, err=True)
     except click.Abort:  # stdin closed (CI, /dev/null): nobody can answer
@@ -297,17 +393,66 @@ def _confirm(yes: bool, question: str) -> None:
         raise CliError("nothing changed (not confirmed); add --yes to skip the question")
 
 
-def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
-    value = os.environ.get(env)
-    if value:
-        return value
+def _secret(
+    env: str, prompt: str, *, confirm: bool = False, fallback_env: str | None = None
+) -> str:
+    """A secret from ``env`` (then ``fallback_env``), else a hidden prompt on a terminal."""
+    for name in (env, fallback_env):
+        value = os.environ.get(name) if name else None
+        if value:
+            return value
+    if not interactive():
+        also = f" (or {fallback_env})" if fallback_env else ""
+        raise CliError(
+            f"no {prompt.lower()} given and no terminal to ask on; set {env}{also} in the "
+            "environment"
+        )
     try:
         return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
     except click.Abort:
         raise CliError(f"no {prompt.lower()} given; type it when asked or set {env}") from None
 
 
-# -- info, keys, profiles ----------------------------------------------------------------------
+# -- init, info, keys, profiles ------------------------------------------------------------------
+
+
+@cli.command()
+@paths.key_options
+@click.option(
+    "--profile",
+    type=PROFILE_CHOICE,
+    default=None,
+    help="What kind of key (see `softkey profiles`); default ctap2.1.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def init(key_name: str | None, state_path: Path | None, profile: str | None, as_json: bool) -> None:
+    """Create a new key: a state file with a fresh master key, not plugged in yet."""
+    ref = resolve_key(key_name, state_path)
+    if ref.exists():
+        raise CliError(
+            f"{ref.label} already exists{'' if ref.name is None else f' ({ref.state})'}; use "
+            "it as it is, `softkey reset` it, or pick another --key"
+        )
+    with open_key(ref, write=True, create=True, profile=profile, announce=False) as backend:
+        data = backend.call("info")
+    if as_json:
+        emit_json(
+            {
+                **_key_header(ref, backend),
+                "created": True,
+                "profile": data["profile"],
+                "aaguid": data["aaguid"],
+                "resident_credentials": data["resident_credentials"],
+            }
+        )
+        return
+    slots = data["resident_credentials"]
+    cap = "unlimited" if slots["capacity"] is None else str(slots["capacity"])
+    click.echo(
+        f"created {ref.label}: {data['profile']} ({data['description']}), {cap} slots, "
+        f"AAGUID {data['aaguid']}"
+    )
+    click.echo(f"plug it in with `softkey run{ref.key_option}`")
 
 
 @cli.command()
@@ -324,7 +469,7 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     slots = data["resident_credentials"]
     pin = data["pin"]
     if slots["capacity"] is None:
-        slot_text = f"{slots['used']} used (no limit)"
+        slot_text = f"{slots['used']} used (unlimited)"
     else:
         slot_text = f"{slots['used']} used, {slots['free']} free (of {slots['capacity']})"
     if pin["set"]:
@@ -347,6 +492,7 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
         ("slots", slot_text),
         ("PIN", pin_text),
         ("cred mgmt", credman),
+        ("config", _config_text(data.get("config") or {}, pin)),
         (
             "counters",
             f"{data['counters']['signatures']} signatures by "
@@ -355,6 +501,23 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     ]
     for label, value in rows:
         click.echo(f"{label:<10} {value}")
+
+
+def _config_text(config: dict[str, Any], pin: dict[str, Any]) -> str:
+    """alwaysUv, ep, minimum PIN length, forcePINChange: what `softkey config` changes."""
+
+    def onoff(value: Any) -> str:
+        return "n/a" if value is None else ("on" if value else "off")
+
+    min_length = config.get("min_pin_length", pin.get("min_length"))
+    force = config.get("force_pin_change", pin.get("force_change"))
+    parts = [
+        f"alwaysUv {onoff(config.get('always_uv'))}",
+        f"ep {onoff(config.get('enterprise_attestation'))}",
+        f"min PIN length {min_length}",
+        f"forcePINChange {onoff(force)}",
+    ]
+    return ", ".join(parts)
 
 
 @cli.command()
@@ -380,6 +543,11 @@ def keys(as_json: bool) -> None:
                 "profile": seen["profile"],
                 "used": seen["used"],
                 "capacity": profile.rk_capacity if profile else None,
+                "free": (
+                    profile.rk_capacity - seen["used"]
+                    if profile and profile.rk_capacity is not None and seen["used"] is not None
+                    else None
+                ),
                 "running": running,
             }
         )
@@ -389,12 +557,12 @@ def keys(as_json: bool) -> None:
     if not rows:
         click.echo(f"no keys under {paths.data_dir()}; start one with `softkey run`")
         return
-    click.echo(f"{'KEY':<16} {'PROFILE':<15} {'SLOTS':<9} STATUS")
+    click.echo(f"{'KEY':<16} {'PROFILE':<15} {'SLOTS':<13} STATUS")
     for row in rows:
-        cap = "∞" if row["capacity"] is None else row["capacity"]
+        cap = "unlimited" if row["capacity"] is None else row["capacity"]
         used = "?" if row["used"] is None else row["used"]
         status = "running" if row["running"] else "stopped"
-        click.echo(f"{row['key']:<16} {row['profile'] or '?':<15} {f'{used}/{cap}':<9} {status}")
+        click.echo(f"{row['key']:<16} {row['profile'] or '?':<15} {f'{used}/{cap}':<13} {status}")
 
 
 @cli.command()
@@ -430,7 +598,7 @@ def profiles(as_json: bool) -> None:
         return
     click.echo(f"{'PROFILE':<15} {'CTAP':<8} {'SLOTS':<6} {'CREDMGMT':<9} {'PIN':<5} VERSIONS")
     for row in rows:
-        cap = "∞" if row["capacity"] is None else str(row["capacity"])
+        cap = "unlim." if row["capacity"] is None else str(row["capacity"])
         pin = ",".join(str(p) for p in row["pin_uv_auth_protocols"]) or "-"
         star = "*" if row["default"] else ""
         click.echo(
@@ -448,12 +616,27 @@ def credentials() -> None:
     """List or delete the resident (discoverable) credentials of a key."""
 
 
+ID_FORMAT = click.option(
+    "--id-format",
+    type=click.Choice(["b64url", "hex"]),
+    default="b64url",
+    show_default=True,
+    help="How credential IDs and user handles are shown (JSON always carries both).",
+)
+
+
+def _id(record: dict[str, Any], field: str, id_format: str) -> str:
+    value = record.get(field if id_format == "hex" else f"{field}_b64url")
+    return "" if value is None else str(value)
+
+
 @credentials.command("list")
 @paths.key_options
 @click.option("--rp", metavar="RP_ID", help="Only credentials of this relying party.")
+@ID_FORMAT
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def credentials_list(
-    key_name: str | None, state_path: Path | None, rp: str | None, as_json: bool
+    key_name: str | None, state_path: Path | None, rp: str | None, id_format: str, as_json: bool
 ) -> None:
     """List resident credentials, most recent first."""
     ref = resolve_key(key_name, state_path)
@@ -463,19 +646,26 @@ def credentials_list(
         emit_json(data)
         return
     creds = data["credentials"]
-    cap = "no limit" if data["capacity"] is None else f"of {data['capacity']}"
+    cap = "unlimited" if data["capacity"] is None else f"of {data['capacity']}"
     if not creds:
         click.echo(
             f"no resident credentials{' for ' + rp if rp else ''} ({data['used']} slots used {cap})"
         )
         return
-    click.echo(f"{'ID (prefix)':<18} {'RP':<24} {'USER':<20} {'COUNTER':>7}")
+    click.echo(f"{'ID (prefix)':<18} {'RP':<24} {'USER':<28} {'COUNTER':>7}  CREATED")
     for cred in creds:
-        # rp.id and user.name were stored from a makeCredential request: escaped (and cut to
-        # the column, with "…") so a crafted name cannot rewrite the listing.
+        # rp.id and the user's names were stored from a makeCredential request: escaped (and
+        # cut to the column, with "…") so a crafted name cannot rewrite the listing.
         rp_id = printable(cred["rp_id"], 24)
-        user = printable(cred["user_name"], 20) or "(handle " + cred["user_handle"][:12] + ")"
-        click.echo(f"{cred['credential_id'][:16]:<18} {rp_id:<24} {user:<20} {cred['counter']:>7}")
+        name, display = cred["user_name"], cred["user_display_name"]
+        shown = name or ""
+        if display and display != name:
+            shown = f"{name} ({display})" if name else display
+        user = printable(shown, 28) or "(handle " + _id(cred, "user_handle", id_format)[:12] + ")"
+        ident = _id(cred, "credential_id", id_format)
+        ident = ident[:15] + "…" if len(ident) > 16 else ident
+        created = (cred.get("created") or "-")[:19].replace("T", " ")
+        click.echo(f"{ident:<18} {rp_id:<24} {user:<28} {cred['counter']:>7}  {created}")
     click.echo(f"{len(creds)} shown; {data['used']} slots used {cap}")
 
 
@@ -485,6 +675,7 @@ def credentials_list(
 @click.option("--rp", metavar="RP_ID", help="Delete every credential of this relying party.")
 @click.option("--all", "delete_all", is_flag=True, help="Delete every resident credential.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def credentials_delete(
     key_name: str | None,
     state_path: Path | None,
@@ -492,8 +683,9 @@ def credentials_delete(
     rp: str | None,
     delete_all: bool,
     yes: bool,
+    as_json: bool,
 ) -> None:
-    """Delete resident credentials by unique hex ID prefix, by --rp, or --all.
+    """Delete resident credentials by unique ID prefix (base64url or hex), by --rp, or --all.
 
     Non-resident credentials are not stored on a key; only `softkey reset` revokes them.
     """
@@ -511,9 +703,12 @@ def credentials_delete(
         if not (rp and not listing["credentials"]):
             _confirm(yes, f"Delete {what} from {ref.label}?")
         result = backend.call("delete", ids=list(prefixes) or None, rp=rp, all=delete_all)
+    if as_json:
+        emit_json({**_key_header(ref, backend), **result})
+        return
     for cred in result["deleted"]:
         click.echo(
-            f"deleted {cred['credential_id'][:16]} {printable(cred['rp_id'])} "
+            f"deleted {cred['credential_id_b64url'][:16]} {printable(cred['rp_id'])} "
             f"{printable(cred['user_name']) or cred['user_handle']}"
         )
     cap = "" if result["capacity"] is None else f" of {result['capacity']}"
@@ -533,6 +728,21 @@ def _progress(total: int | None, label: str) -> Any:
     return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
 
+def check_rp_id(rp: str, option: str = "--rp") -> str:
+    """An RP ID is a domain ("example.com"), not an origin or URL; say which one was meant."""
+    from urllib.parse import urlsplit
+
+    if "://" in rp:
+        host = urlsplit(rp).hostname
+        hint = f"; did you mean {option} {host}?" if host else ""
+        raise CliUsageError(f"{option} takes an RP ID (a domain), not an origin or URL{hint}")
+    if "/" in rp or ":" in rp or " " in rp:
+        host = urlsplit("//" + rp).hostname
+        hint = f"; did you mean {option} {host}?" if host and host != rp else ""
+        raise CliUsageError(f"{option} {rp!r} is not an RP ID (a domain such as example.com){hint}")
+    return rp
+
+
 def _needs_pin(backend: Backend) -> str | None:
     status = backend.call("pin_status")
     if not status["set"]:
@@ -543,7 +753,7 @@ def _needs_pin(backend: Backend) -> str | None:
 @cli.command()
 @paths.key_options
 @click.option(
-    "--profile", metavar="PROFILE", help="Profile for a new key (see `softkey profiles`)."
+    "--profile", type=PROFILE_CHOICE, help="Profile for a new key (see `softkey profiles`)."
 )
 @click.option(
     "--rp",
@@ -577,6 +787,7 @@ def fill(
     """
     if (count is None) == (not until_full):
         raise click.UsageError("give either --count N or --until-full")
+    check_rp_id(rp)
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True, create=True, profile=profile) as backend:
         pin = _needs_pin(backend)
@@ -628,7 +839,9 @@ def fill(
     if as_json:
         emit_json(result)
     else:
-        cap = "no limit" if result["capacity"] is None else f"{result['used']}/{result['capacity']}"
+        cap = (
+            "unlimited" if result["capacity"] is None else f"{result['used']}/{result['capacity']}"
+        )
         click.echo(f"created {len(created)} resident credentials for {rp}; slots {cap}")
     if stopped is None or (full_status and until_full):
         return
@@ -643,7 +856,7 @@ def fill(
 
 @cli.command("add-credential")
 @paths.key_options
-@click.option("--profile", metavar="PROFILE", help="Profile for a new key.")
+@click.option("--profile", type=PROFILE_CHOICE, help="Profile for a new key.")
 @click.option("--rp", required=True, metavar="RP_ID", help="Relying party ID.")
 @click.option(
     "--private-key",
@@ -654,10 +867,12 @@ def fill(
 )
 @click.option(
     "--credential-id",
-    metavar="HEX",
-    help="Only an ID this key made before for the same RP and key (re-seeding).",
+    metavar="ID",
+    help="Only an ID this key made before for the same RP and key (re-seeding); hex or base64url.",
 )
-@click.option("--user-handle", metavar="HEX", help="user.id for a resident credential.")
+@click.option(
+    "--user-handle", metavar="ID", help="user.id for a resident credential (hex or base64url)."
+)
 @click.option("--user-name", help="user.name for a resident credential.")
 @click.option("--display-name", help="user.displayName for a resident credential.")
 @click.option(
@@ -701,6 +916,7 @@ def add_credential(
     Prints the credential ID to register with the RP (the key wraps the private key into
     it, so softkey chooses the ID).
     """
+    check_rp_id(rp)
     pem = private_key.read_text("utf-8", errors="replace")
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True, create=True, profile=profile) as backend:
@@ -721,7 +937,8 @@ def add_credential(
         return
     kind = "resident" if resident else "non-resident"
     click.echo(f"added a {kind} credential for {rp}")
-    click.echo(f"credential ID: {result['credential_id']}")
+    click.echo(f"credential ID: {result['credential_id_b64url']} (base64url)")
+    click.echo(f"               {result['credential_id']} (hex)")
 
 
 # -- reset, PIN -----------------------------------------------------------------------------------
@@ -730,7 +947,8 @@ def add_credential(
 @cli.command()
 @paths.key_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def reset(key_name: str | None, state_path: Path | None, yes: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def reset(key_name: str | None, state_path: Path | None, yes: bool, as_json: bool) -> None:
     """Factory-reset a key: new master key, no resident credentials, no PIN."""
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True) as backend:
@@ -741,6 +959,16 @@ def reset(key_name: str | None, state_path: Path | None, yes: bool) -> None:
             "credential it ever made stops working.",
         )
         result = backend.call("reset")
+    if as_json:
+        emit_json(
+            {
+                **_key_header(ref, backend),
+                "reset": True,
+                "deleted_resident": result["deleted_resident"],
+                "new_master_key": True,
+            }
+        )
+        return
     click.echo(
         f"reset {ref.label}: {result['deleted_resident']} resident credentials deleted, "
         "new master key (old credential IDs no longer work)"
@@ -776,21 +1004,28 @@ def pin_status(key_name: str | None, state_path: Path | None, as_json: bool) -> 
 
 @pin.command("set")
 @paths.key_options
-def pin_set(key_name: str | None, state_path: Path | None) -> None:
-    """Set the first PIN of a key."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def pin_set(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+    """Set the first PIN of a key ($SOFTKEY_NEW_PIN, else $SOFTKEY_PIN, else a prompt)."""
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True) as backend:
         if backend.call("pin_status")["set"]:
             raise CliError("a PIN is already set; use `softkey pin change`")
-        new = _secret(NEW_PIN_ENV, "New PIN", confirm=True)
+        new = _secret(NEW_PIN_ENV, "New PIN", confirm=True, fallback_env=PIN_ENV)
         backend.call("pin_set", pin=new)
+        status = backend.call("pin_status")
+    if as_json:
+        emit_json({**_key_header(ref, backend), "pin_set": True, "retries": status["retries"]})
+        return
     click.echo(f"PIN set on {ref.label}")
 
 
 @pin.command("change")
 @paths.key_options
-def pin_change(key_name: str | None, state_path: Path | None) -> None:
-    """Change the PIN (the current one is needed)."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def pin_change(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
+    """Change the PIN: the current one from $SOFTKEY_PIN, the new from $SOFTKEY_NEW_PIN (or
+    prompts)."""
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True) as backend:
         if not backend.call("pin_status")["set"]:
@@ -798,6 +1033,10 @@ def pin_change(key_name: str | None, state_path: Path | None) -> None:
         old = _secret(PIN_ENV, "Current PIN")
         new = _secret(NEW_PIN_ENV, "New PIN", confirm=True)
         backend.call("pin_change", old=old, new=new)
+        status = backend.call("pin_status")
+    if as_json:
+        emit_json({**_key_header(ref, backend), "pin_changed": True, "retries": status["retries"]})
+        return
     click.echo(f"PIN changed on {ref.label}")
 
 
@@ -836,11 +1075,13 @@ def export_cmd(
     except ExportError as exc:
         raise CliError(str(exc)) from None
     if as_json:
-        emit_json({"key": ref.name, "state": str(ref.state), **result})
+        running, _ = running_admin(ref)
+        emit_json({"key": ref.name, "state": str(ref.state), "running": running, **result})
         return
+    used = result["resident_credentials"]["used"]
     click.echo(
-        f"exported {ref.label} ({result['profile']}, {result['resident_credentials']} resident "
-        f"credentials) to {file}" + (" encrypted" if encrypt else "")
+        f"exported {ref.label} ({result['profile']}, {used} resident credentials) to {file}"
+        + (" encrypted" if encrypt else "")
     )
     if not encrypt:
         click.echo(
@@ -883,11 +1124,11 @@ def import_cmd(
     except ExportError as exc:
         raise CliError(str(exc)) from None
     if as_json:
-        emit_json({"key": ref.name, **result})
+        emit_json({"key": ref.name, "running": False, **result})
         return
     click.echo(
         f"imported {file} into {ref.label} ({result['profile']}, "
-        f"{result['resident_credentials']} resident credentials)"
+        f"{result['resident_credentials']['used']} resident credentials)"
     )
 
 
@@ -916,9 +1157,16 @@ def attestation_export_ca(
     with open_key(ref, write=False) as backend:
         data = backend.call("attestation_ca")
     if output is not None:
-        output.write_text(data["pem"])
+        try:
+            output.write_text(data["pem"])  # a CA certificate: public, any mode is fine
+        except OSError as exc:
+            raise CliError(
+                f"cannot write {output} ({os.strerror(exc.errno or 0)}); choose another file"
+            ) from None
     if as_json:
-        emit_json({"key": ref.name, **data, **({"output": str(output)} if output else {})})
+        emit_json(
+            {**_key_header(ref, backend), **data, **({"output": str(output)} if output else {})}
+        )
     elif output is not None:
         click.echo(
             f"wrote the attestation root CA of {ref.label} to {output} (SHA-256 {data['sha256']})"
@@ -934,6 +1182,12 @@ from softkey.tools.udev_setup import udev as _udev  # noqa: E402
 
 for _command in (*_RUN_COMMANDS, _udev):
     cli.add_command(_command)
+
+from softkey.tools.config_cli import config as _config  # noqa: E402
+from softkey.tools.config_cli import pin_verify as _pin_verify  # noqa: E402
+
+cli.add_command(_config)
+pin.add_command(_pin_verify)
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def run_demo(profile: str = "nitrokey-fido2") -> None:
             break
         made += 1
         if capacity is None and made >= 50:
-            click.echo("   50 made and no limit: this profile has unlimited slots")
+            click.echo("   50 made: this profile has unlimited slots")
             break
     if auth.profile.credman == "none":
         click.echo("   this CTAP 2.0 key has no credential management: the only way to free a")

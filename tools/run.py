@@ -16,17 +16,21 @@ Control protocol (one JSON object per line, see transports/control.py):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
+import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 import click
 
@@ -64,6 +68,29 @@ class RunError(click.ClickException):
     """`softkey run` or a control verb cannot do what was asked; exit status 1."""
 
     exit_code = 1
+
+
+class NotRunningError(RunError):
+    """Nothing listens on the key's control socket."""
+
+
+class RefusedError(RunError):
+    """The running key answered, and refused (e.g. nothing to touch)."""
+
+
+class NotReadyError(RunError):
+    """`status --wait` gave up; ``reply`` is the key's last status, if it answered at all."""
+
+    def __init__(self, message: str, reply: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class RunUsageError(click.UsageError):
+    """A usage error shown as one line, without the usage dump; exit status 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
 
 
 class Transport(Protocol):
@@ -118,13 +145,14 @@ class RunningKey:
     # Called with the authenticator lock held (after each command, power cycle and admin
     # call), so `status` can answer from this copy while a command waits for a touch.
     def refresh_slots(self) -> None:
+        # The same names as `softkey info --json` (tools/admin.py slot_usage): used/capacity/free.
         used = self.authenticator.store.resident_count()
         capacity = self.authenticator.profile.rk_capacity
         with self._slots_lock:
             self._slots = {
                 "used": used,
                 "capacity": capacity,
-                "remaining": None if capacity is None else max(0, capacity - used),
+                "free": None if capacity is None else max(0, capacity - used),
             }
 
     def handlers(self) -> dict[str, control.Handler]:
@@ -181,7 +209,11 @@ class RunningKey:
                 )
             )
         return {
-            "request": {"purpose": decided.purpose, "rp_id": decided.rp_id},
+            "request": {
+                "purpose": decided.purpose,
+                "rp_id": decided.rp_id,
+                "user_name": decided.user_name,
+            },
             "description": describe(decided),
         }
 
@@ -230,7 +262,11 @@ class RunningKey:
 # -- building and serving ---------------------------------------------------------------------
 
 
-def make_presence(mode: str, timeout: float, stdin: TextIO, stderr: TextIO) -> Presence:
+def make_presence(
+    mode: str, timeout: float, stdin: TextIO, stderr: TextIO, notes: list[str] | None = None
+) -> Presence:
+    """The presence policy of ``--presence mode``; a note for the operator goes to ``notes``
+    (shown once the key is up) if given, else straight to ``stderr``."""
     if mode == "auto":
         return AutoPresence()
     if mode == "deny":
@@ -240,11 +276,14 @@ def make_presence(mode: str, timeout: float, stdin: TextIO, stderr: TextIO) -> P
         if _isatty(stdin):
             prompt = TerminalPrompt(stdin, stderr)
         else:
-            click.echo(
+            note = (
                 "softkey: stdin is not a terminal; approve requests with "
-                "`softkey touch` (or deny with `softkey deny`)",
-                err=True,
+                "`softkey touch` (or deny with `softkey deny`)"
             )
+            if notes is None:
+                click.echo(note, err=True)
+            else:
+                notes.append(note)
     return WaitingPresence(timeout, prompt=prompt)
 
 
@@ -322,6 +361,201 @@ def _resolve(key_name: str | None, state_path: Path | None) -> Path:
         raise click.UsageError(str(exc)) from None
 
 
+# -- starting up: the ready line, and nothing left behind on failure ----------------------------
+
+_OUT_LOCK = threading.Lock()  # stdout lines come from the main thread and the hidraw thread
+
+
+class Readiness:
+    """The one machine-readable ready line of `softkey run` (``--ready-json``, ``--ready-file``).
+
+    Announced once, when the key is fully up: plugged in (over UHID: the kernel made its hidraw
+    node, or gave up looking) and its control socket answers. The file is written atomically
+    (a 0600 temporary file in the same directory, renamed over PATH) and removed again when
+    `softkey run` exits, so a waiter never reads a stale one.
+    """
+
+    def __init__(self, to_stdout: bool, path: Path | None) -> None:
+        self.to_stdout = to_stdout
+        self.path = path
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._written: tuple[int, int] | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.to_stdout or self.path is not None
+
+    def clear_stale(self) -> None:
+        """Remove a ready file left by an earlier run (one killed before it could)."""
+        if self.path is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RunError(
+                f"cannot replace the --ready-file {self.path}: {exc.strerror or exc}; pick "
+                "another path"
+            ) from None
+
+    def announce(self, info: dict[str, Any]) -> None:
+        """Write the file, then the stdout line; raises RunError if the file cannot be written."""
+        line = json.dumps(info, sort_keys=True)
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            if self.path is not None:
+                try:
+                    self._written = _write_atomically(self.path, line + "\n")
+                except OSError as exc:
+                    self.error = (
+                        f"cannot write the --ready-file {self.path}: {exc.strerror or exc}; "
+                        "check that its directory is writable, or pick another path"
+                    )
+                    raise RunError(self.error) from None
+            if self.to_stdout:
+                with _OUT_LOCK:
+                    click.echo(line)
+                    sys.stdout.flush()
+
+    def withdraw(self) -> None:
+        """The key is going away: remove the ready file if it is still the one we wrote."""
+        with self._lock:
+            self._done = True  # no announcement after this
+            if self.path is None or self._written is None:
+                return
+            try:
+                st = os.lstat(self.path)
+                if (st.st_dev, st.st_ino) == self._written:
+                    self.path.unlink()
+            except OSError:
+                pass
+            self._written = None
+
+
+def _write_atomically(path: Path, text: str) -> tuple[int, int]:
+    """``text`` to ``path`` via a 0600 temporary file in its directory and a rename; returns
+    the new file's (device, inode)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+            st = os.fstat(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return st.st_dev, st.st_ino
+
+
+class NewState:
+    """A state file this `softkey run` creates: removed again if the key never comes up.
+
+    Checked under the state's writer lock, so a file another process created in the meantime
+    is never taken for ours; SQLite sidecars that were already there are left alone too. (The
+    lock file removes itself when the lock is released.)
+    """
+
+    SIDECARS = ("-wal", "-shm", "-journal")
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.created = False
+        self.up = False
+        self._had: set[str] = set()
+        self._made_dirs: list[Path] = []
+
+    def note_dirs(self) -> None:
+        """Before paths.prepare_state_dir: which directories it is about to make (a named
+        key's data directory and its missing parents), to remove them again on failure."""
+        if paths.key_name(self.state) is None:
+            return
+        directory = paths.data_dir()
+        self._made_dirs = [d for d in (directory, *directory.parents) if not d.exists()]
+
+    def note(self) -> None:
+        """Call with the writer lock held, before the state is opened."""
+        self.created = not os.path.lexists(self.state)
+        self._had = {s for s in self.SIDECARS if os.path.lexists(f"{self.state}{s}")}
+
+    def discard_if_not_up(self) -> None:
+        if not self.created or self.up:
+            return
+        for suffix in ("", *self.SIDECARS):
+            if suffix in self._had:
+                continue
+            try:
+                os.unlink(f"{self.state}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    def remove_made_dirs(self) -> None:
+        """The directories note_dirs saw missing, deepest first, as long as they are empty
+        (one that is not, e.g. holding another key, stays, and so do its parents)."""
+        if self.up:
+            return
+        for directory in self._made_dirs:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+        self._made_dirs = []
+
+
+@dataclass
+class Startup:
+    """What `softkey run` carries from parsing its options to serving."""
+
+    readiness: Readiness
+    new_state: NewState
+    notes: list[str] = field(default_factory=list)  # for stderr, once the key is up
+
+
+def _check_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An unknown --profile is refused before anything is created."""
+    if value is not None:
+        from softkey.authenticator.profiles import get_profile
+
+        try:
+            get_profile(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """True if the option was set by the user (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
+
+
+def _ready_file_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    path = value.expanduser().absolute()
+    if not path.parent.is_dir():
+        raise RunUsageError(
+            f"--ready-file {value}: the directory {path.parent} does not exist; create it "
+            "first or pick a path in an existing directory"
+        )
+    if path.is_dir():
+        raise RunUsageError(f"--ready-file {value} is a directory; give the path of a file")
+    return path
+
+
 @click.command("run")
 @click.option(
     "--transport",
@@ -335,18 +569,21 @@ def _resolve(key_name: str | None, state_path: Path | None) -> Path:
     type=click.IntRange(0, 65535),
     default=8111,
     show_default=True,
-    help="UDP port (0: any free port; `softkey status` shows it).",
+    help="UDP port, with --transport udp (0: any free port; the ready line and "
+    "`softkey status` show it).",
 )
 @click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="UDP address to listen on (keep it local: anyone who reaches it can use the key).",
+    help="UDP address to listen on, with --transport udp (keep it local: anyone who reaches "
+    "it can use the key).",
 )
 @paths.key_options
 @click.option(
     "--profile",
     metavar="PROFILE",
+    callback=_check_profile,
     help="Profile for a new key (see `softkey profiles`); default: the key's own, "
     "or ctap2.1 for a new key.",
 )
@@ -386,6 +623,22 @@ def _resolve(key_name: str | None, state_path: Path | None) -> Path:
     help="Print each CTAP request and response decoded, one line each (never "
     "secrets), with the reason for every failure.",
 )
+@click.option(
+    "--ready-json",
+    is_flag=True,
+    help="Once the key is up and its control socket answers, print one JSON line on stdout: "
+    '{"ready": true, "transport", "address" ({"host", "port"} over UDP, else null), '
+    '"hidraw" (/dev/hidrawN over UHID, else null), "profile", "state", "key" (name or '
+    'null), "control_socket", "pid"}.',
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path),
+    callback=_ready_file_path,
+    metavar="PATH",
+    help="Write the same JSON to PATH (mode 0600, atomically: waiters never see half a "
+    "file) once the key is up; removed when the key stops. PATH's directory must exist.",
+)
 @click.option("--uhid-device", default="/dev/uhid", hidden=True)
 def run(
     transport: str,
@@ -400,9 +653,28 @@ def run(
     product_id: int,
     uhid_device: str,
     trace: bool,
+    ready_json: bool,
+    ready_file: Path | None,
 ) -> None:
-    """Plug the key in and serve it until Ctrl-C (or SIGTERM) unplugs it."""
+    """Plug the key in and serve it until Ctrl-C (or SIGTERM) unplugs it.
+
+    For scripts and CI: --ready-json (a JSON line on stdout) or --ready-file PATH says when
+    the key is up, and where (UDP port, hidraw node, control socket); no polling needed. A run
+    that fails to come up exits 1, says why, and leaves no new state file behind.
+    """
+    ctx = click.get_current_context()
+    if transport != "udp":
+        udp_only = [f"--{name}" for name in ("port", "host") if _given(ctx, name)]
+        if udp_only:
+            verb = "only applies" if len(udp_only) == 1 else "only apply"
+            raise RunUsageError(
+                f"{' and '.join(udp_only)} {verb} to --transport udp; add --transport udp"
+            )
+    global _SAY_TO_STDERR
+    _SAY_TO_STDERR = ready_json
     state = _resolve(key_name, state_path)
+    readiness = Readiness(ready_json, ready_file)
+    readiness.clear_stale()
     if transport == "udp" and presence_mode == "auto" and not is_loopback(host):
         click.echo(
             f"softkey: WARNING: listening on {host} with --presence auto: anyone who can reach "
@@ -410,78 +682,116 @@ def run(
             "needed; use --host 127.0.0.1 unless that is really what you want",
             err=True,
         )
-    if not state.exists():
-        # First, so the socket path below sees the (private) directory it will live in.
-        try:
-            paths.prepare_state_dir(state)
-        except paths.KeyPathError as exc:
-            raise RunError(str(exc)) from None
+    startup = Startup(readiness, NewState(state))
+    new_state = startup.new_state
     try:
-        sock_path = paths.control_socket_path(state)
-    except paths.KeyPathError as exc:
-        raise click.UsageError(str(exc)) from None
-
-    uhid_fd: int | None = None
-    if transport == "uhid":
-        from softkey.transports.uhid import UhidUnavailable, open_uhid
-
-        try:
-            uhid_fd = open_uhid(uhid_device)
-        except UhidUnavailable as exc:
-            raise RunError(uhid_guidance(exc)) from None
-
-    resources: list[Callable[[], None]] = []
-    try:
-        if uhid_fd is not None:
-            fd = uhid_fd
-            resources.append(lambda: os.close(fd))
-        ctl = control.ControlServer(sock_path, {})
-        try:
-            ctl.check_available()
-        except control.ControlError as exc:
-            raise RunError(str(exc)) from None
-        presence = make_presence(presence_mode, presence_timeout, sys.stdin, sys.stderr)
-        try:
-            # The running key is this state's one writer for its whole life (store.StateLock).
-            lock = StateLock(state)
-            if not lock.acquire(blocking=False):
-                raise RunError(
-                    f"another softkey process is changing this key ({state}); wait for it to "
-                    "finish (or stop it) and start again"
-                )
-            resources.append(lock.release)
-            auth = Authenticator(profile, state, presence=presence)
-        except paths.KeyPathError as exc:
-            raise RunError(str(exc)) from None
-        except StateError as exc:
-            raise RunError(str(exc)) from None
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--profile") from None
-        resources.append(auth.close)
-        if trace:
-            from softkey.tools.trace import install_trace
-
-            install_trace(auth, lambda line: click.echo(f"softkey: trace: {line}", err=True))
-        _serve(
-            auth,
-            presence,
-            ctl,
-            state,
-            transport,
-            host,
-            port,
-            presence_mode,
-            vendor_id,
-            product_id,
-            uhid_fd,
-            resources,
-        )
-    finally:
-        for release in reversed(resources):
+        if not state.exists():
+            # First, so the socket path below sees the (private) directory it will live in.
+            new_state.note_dirs()
             try:
-                release()
-            except OSError:
-                pass
+                paths.prepare_state_dir(state)
+            except paths.KeyPathError as exc:
+                raise RunError(str(exc)) from None
+        try:
+            sock_path = paths.control_socket_path(state)
+        except paths.KeyPathError as exc:
+            raise click.UsageError(str(exc)) from None
+
+        uhid_fd: int | None = None
+        if transport == "uhid":
+            from softkey.transports.uhid import UhidUnavailable, open_uhid
+
+            try:
+                uhid_fd = open_uhid(uhid_device)
+            except UhidUnavailable as exc:
+                raise RunError(uhid_guidance(exc)) from None
+
+        resources: list[Callable[[], None]] = []
+        try:
+            if uhid_fd is not None:
+                fd = uhid_fd
+                resources.append(lambda: os.close(fd))
+            ctl = control.ControlServer(sock_path, {})
+            try:
+                ctl.check_available()
+            except control.ControlError as exc:
+                raise RunError(str(exc)) from None
+            presence = make_presence(
+                presence_mode, presence_timeout, sys.stdin, sys.stderr, startup.notes
+            )
+            try:
+                # The running key is this state's one writer for its whole life (store.StateLock).
+                lock = StateLock(state)
+                if not lock.acquire(blocking=False):
+                    raise RunError(
+                        f"another softkey process is changing this key ({state}); wait for it to "
+                        "finish (or stop it) and start again"
+                    )
+                resources.append(lock.release)
+                # Under the lock: is the state file ours to create (and to remove if we fail)?
+                # Released after the authenticator closes, before the lock goes.
+                new_state.note()
+                resources.append(new_state.discard_if_not_up)
+                auth = Authenticator(profile, state, presence=presence)
+            except paths.KeyPathError as exc:
+                raise RunError(str(exc)) from None
+            except StateError as exc:
+                raise RunError(str(exc)) from None
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--profile") from None
+            resources.append(auth.close)
+            if trace:
+                from softkey.tools.trace import install_trace
+
+                install_trace(auth, lambda line: click.echo(f"softkey: trace: {line}", err=True))
+            _serve(
+                auth,
+                presence,
+                ctl,
+                state,
+                transport,
+                host,
+                port,
+                presence_mode,
+                vendor_id,
+                product_id,
+                uhid_fd,
+                resources,
+                startup,
+            )
+        finally:
+            for release in reversed(resources):
+                try:
+                    release()
+                except OSError:
+                    pass
+    finally:
+        new_state.remove_made_dirs()  # after the socket and lock in them are gone
+
+
+def _udp_advice(exc: OSError) -> str:
+    """What to do when the UDP socket cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return "another key may be running there: pick another --port (0 picks a free one)"
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need root: pick a --port above 1023 (0 picks a free one)"
+    return "give --host an address of this machine (127.0.0.1 keeps the key local)"
+
+
+def _ready_info(key: RunningKey, ctl: control.ControlServer) -> dict[str, Any]:
+    udp = key.details.get("udp")
+    uhid = key.details.get("uhid")
+    return {
+        "ready": True,
+        "transport": key.transport,
+        "address": {"host": udp["host"], "port": udp["port"]} if udp else None,
+        "hidraw": uhid.get("hidraw") if uhid else None,
+        "profile": key.authenticator.profile.name,
+        "state": str(key.state),
+        "key": paths.key_name(key.state),
+        "control_socket": str(ctl.path),
+        "pid": os.getpid(),
+    }
 
 
 def _serve(
@@ -497,11 +807,14 @@ def _serve(
     product_id: int,
     uhid_fd: int | None,
     resources: list[Callable[[], None]],
+    startup: Startup,
 ) -> None:
+    readiness, new_state = startup.readiness, startup.new_state
     label = _key_label(state)
     key = RunningKey(auth, presence, state, presence_mode)
     transport: Transport
     plug: Callable[[], None] | None = None
+    on_hidraw: Callable[[], None] | None = None
     if transport_name == "udp":
         from softkey.transports.udp import UdpTransport
 
@@ -509,8 +822,7 @@ def _serve(
             udp = UdpTransport(auth, host, port, after_request=key.refresh_slots)
         except OSError as exc:
             raise RunError(
-                f"cannot listen on UDP {host}:{port}: {exc.strerror or exc}; another key may be "
-                "running there: pick another --port (0 picks a free one)"
+                f"cannot listen on UDP {host}:{port}: {exc.strerror or exc}; {_udp_advice(exc)}"
             ) from None
         bound_host, bound_port = udp.address
         where = f"UDP {bound_host}:{bound_port}"
@@ -551,9 +863,12 @@ def _serve(
                     if node != uhid_details["hidraw"]:
                         _say(f"hidraw node {node}")
                     uhid_details["hidraw"] = node
-                    return
+                    break
                 pause.wait(0.1)
-            uhid_details["hidraw"] = None
+            else:
+                uhid_details["hidraw"] = None
+            if on_hidraw is not None:
+                on_hidraw()
 
         def on_start() -> None:
             threading.Thread(target=look_for_hidraw, name="softkey-hidraw", daemon=True).start()
@@ -576,27 +891,81 @@ def _serve(
     resources.append(transport.close)  # released first: unplug (UHID_DESTROY) before the rest
     previous = _install_signal_handlers(transport.stop)
     resources.append(lambda: _restore_signal_handlers(previous))
+    resources.append(readiness.withdraw)  # first of all: the key is no longer ready
 
+    if readiness.wanted:
+        # The ready line promises a control socket that answers: ask it once.
+        try:
+            control.call(ctl.path, "status", timeout=10.0)
+        except control.ControlError as exc:
+            raise RunError(
+                f"the control socket {ctl.path} does not answer ({exc}); see docs/security.md "
+                "for where it lives, and start the key again"
+            ) from None
     if plug is not None:
         try:
             plug()
         except OSError as exc:
-            raise RunError(f"the kernel refused to create the UHID device: {exc}") from None
+            raise RunError(
+                f"the kernel refused to create the UHID device: {exc.strerror or exc}; check "
+                "`dmesg`, or serve the key over UDP instead: softkey run --transport udp"
+            ) from None
+    if new_state.created:
+        click.echo(
+            f"softkey: created a new {auth.profile.name} key "
+            + (repr(paths.key_name(state)) if paths.key_name(state) else f"at {state}"),
+            err=True,
+        )
     _say(f"{label} plugged in via {where}; profile {auth.profile.name}; state {state}")
     _say(f"presence: {_presence_label(presence_mode)}; control socket {ctl.path}; Ctrl-C unplugs")
+    for note in startup.notes:
+        click.echo(note, err=True)
     if presence_mode == "auto":
         click.echo(
             "softkey: warning: --presence auto approves every request without asking: any "
             "local process can use this key silently. Use it for tests, not daily use.",
             err=True,
         )
+    if readiness.wanted:
+        if transport_name == "udp":
+            readiness.announce(_ready_info(key, ctl))  # a RunError here: not up, cleaned up
+        else:
+            # Over UHID the key is up once the kernel made its hidraw node, after UHID_START,
+            # which serve() reads: announce from the thread that looks for the node.
+            def announce_uhid() -> None:
+                info = _ready_info(key, ctl)
+                if info["hidraw"] is None:
+                    click.echo(
+                        "softkey: warning: the kernel made no hidraw node for the key within "
+                        "3 s; clients may not see it: check `dmesg` and the udev rule "
+                        "(`softkey udev --print`)",
+                        err=True,
+                    )
+                try:
+                    readiness.announce(info)
+                except (RunError, OSError) as exc:  # OSError: stdout closed under us
+                    if readiness.error is None:
+                        readiness.error = f"cannot print the ready line: {exc}"
+                    click.echo(f"softkey: error: {readiness.error}; unplugging", err=True)
+                    transport.stop()
+
+            on_hidraw = announce_uhid
+    new_state.up = True  # from here on the key may hold credentials: it is never removed
     transport.serve()
     _say(f"{label} unplugged")
+    if readiness.error is not None:
+        raise RunError(readiness.error)
+
+
+# With --ready-json, stdout carries nothing but the ready line (a script reads its first
+# line); the human progress lines then go to stderr.
+_SAY_TO_STDERR = False
 
 
 def _say(text: str) -> None:
-    click.echo(f"softkey: {text}")
-    sys.stdout.flush()
+    with _OUT_LOCK:
+        click.echo(f"softkey: {text}", err=_SAY_TO_STDERR)
+        (sys.stderr if _SAY_TO_STDERR else sys.stdout).flush()
 
 
 def _install_signal_handlers(stop: Callable[[], None]) -> dict[int, Any]:
@@ -626,8 +995,8 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
 
 
 def call_running(state: Path, op: str, **params: Any) -> dict[str, Any]:
-    """One control request to the key whose state is ``state``; RunError if it is not
-    running or refuses."""
+    """One control request to the key whose state is ``state``; NotRunningError if it is not
+    running, RefusedError if it refuses, RunError if it cannot be reached."""
     try:
         sock = paths.control_socket_path(state)
     except paths.KeyPathError as exc:
@@ -636,14 +1005,14 @@ def call_running(state: Path, op: str, **params: Any) -> dict[str, Any]:
     try:
         reply = control.call(sock, op, timeout=10.0 + float(wait), **params)
     except control.NotRunning:
-        raise RunError(
+        raise NotRunningError(
             f"{_key_label(state)} is not running (nothing listens on {sock}); start it with "
             f"`softkey run{_key_hint(state)}`"
         ) from None
     except control.ControlError as exc:
         raise RunError(str(exc)) from None
     if not reply.get("ok"):
-        raise RunError(str(reply.get("error") or "the key refused"))
+        raise RefusedError(str(reply.get("error") or "the key refused"))
     return reply
 
 
@@ -664,15 +1033,41 @@ def wait_until_ready(state: Path, timeout: float) -> dict[str, Any]:
             return reply
         if time.monotonic() >= deadline:
             if reply is None:
-                raise RunError(
+                raise NotReadyError(
                     f"{_key_label(state)} did not start within {timeout:g} s; see the "
                     "output of `softkey run`"
                 )
-            raise RunError(
+            raise NotReadyError(
                 f"{_key_label(state)} runs but the kernel made no hidraw node for it within "
-                f"{timeout:g} s; check `dmesg` and the udev rule (`softkey udev --print`)"
+                f"{timeout:g} s; check `dmesg` and the udev rule (`softkey udev --print`)",
+                reply,
             )
         time.sleep(0.1)
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    # Indented and sorted, as every other --json of the CLI (tools/cli.py emit_json).
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _header(state: Path, running: bool) -> dict[str, Any]:
+    """The fields every --json result starts with (README, "JSON")."""
+    return {"key": paths.key_name(state), "state": str(state), "running": running}
+
+
+def _fail_json(state: Path, exc: RunError, **fields: Any) -> None:
+    """A failed verb under --json: the error as JSON on stdout, exit status 1."""
+    running = isinstance(exc, RefusedError)  # it answered, so it runs
+    _emit_json({**fields, **_header(state, running), "error": exc.message})
+    click.get_current_context().exit(1)
+
+
+def _slots_text(slots: dict[str, Any]) -> str:
+    if slots.get("capacity") is None:
+        return f"{slots['used']} used (unlimited)"
+    # "remaining": what a key started by an older softkey still calls "free".
+    free = slots["free"] if "free" in slots else slots.get("remaining")
+    return f"{slots['used']} used, {free} free (of {slots['capacity']})"
 
 
 @click.command("status")
@@ -684,16 +1079,33 @@ def wait_until_ready(state: Path, timeout: float) -> dict[str, Any]:
     help="Wait up to this many seconds for the key to be ready (running and, over UHID, its "
     "hidraw node present); exit 1 if it is not. The readiness signal for CI scripts.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Machine-readable output; without a running key: {"running": false, "key", '
+    '"state", "error"} and exit status 1.',
+)
 def status(key_name: str | None, state_path: Path | None, wait: float, as_json: bool) -> None:
     """Is the key running? Transport, profile, pending touch request, slots."""
     state = _resolve(key_name, state_path)
-    reply = wait_until_ready(state, wait) if wait else call_running(state, "status")
+    try:
+        reply = wait_until_ready(state, wait) if wait else call_running(state, "status")
+    except RunError as exc:
+        if not as_json:
+            raise
+        seen = exc.reply if isinstance(exc, NotReadyError) else None
+        if seen is None:
+            _fail_json(state, exc)
+            return
+        # Running, but not ready in time (no hidraw node): its status, and why it failed.
+        seen.pop("ok", None)
+        _emit_json({**seen, **_header(state, True), "ready": False, "error": exc.message})
+        click.get_current_context().exit(1)
+        return
     reply.pop("ok", None)
     if as_json:
-        import json
-
-        click.echo(json.dumps(reply, indent=2, sort_keys=True))
+        _emit_json({**reply, **_header(state, True), "ready": _ready(reply)})
         return
     if reply["transport"] == "udp":
         where = f"UDP {reply['address']}"
@@ -710,24 +1122,21 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
         if pending["rp_id"]:
             # The rp.id is the request's own text: escaped so it cannot rewrite the terminal.
             waiting += f" for {printable(pending['rp_id'])}"
-    slots = reply["slots"]
-    if slots["capacity"] is None:
-        slot_text = f"{slots['used']} used (no limit)"
-    else:
-        slot_text = f"{slots['used']} used, {slots['remaining']} remaining (of {slots['capacity']})"
     rows = [
         ("key", f"{_key_label(state)} running (pid {reply['pid']})"),
         ("transport", where),
         ("profile", f"{reply['profile']} (CTAP {reply['ctap']})"),
         ("state", reply["state"]),
         ("presence", f"{reply['presence_mode']}: {waiting}"),
-        ("slots", slot_text),
+        ("slots", _slots_text(reply["slots"])),
     ]
     for label, value in rows:
         click.echo(f"{label:<10} {value}")
 
 
 def _decision_command(name: str, approve: bool) -> click.Command:
+    verb = "approved" if approve else "denied"
+
     @click.command(name)
     @paths.key_options
     @click.option(
@@ -737,10 +1146,32 @@ def _decision_command(name: str, approve: bool) -> click.Command:
         show_default=True,
         help="Wait up to this many seconds for a request to appear.",
     )
-    def command(key_name: str | None, state_path: Path | None, wait: float) -> None:
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help=f'Machine-readable result: {{"{verb}": true, "request": {{"purpose", "rp_id", '
+        f'"user_name"}}, ...}}; on failure {{"{verb}": false, "error", ...}} and exit status 1.',
+    )
+    def command(key_name: str | None, state_path: Path | None, wait: float, as_json: bool) -> None:
         state = _resolve(key_name, state_path)
-        reply = call_running(state, name, wait=wait)
-        verb = "approved" if approve else "denied"
+        try:
+            reply = call_running(state, name, wait=wait)
+        except RunError as exc:
+            if not as_json:
+                raise
+            _fail_json(state, exc, **{verb: False})
+            return
+        if as_json:
+            _emit_json(
+                {
+                    verb: True,
+                    **_header(state, True),
+                    "request": reply.get("request"),
+                    "description": reply.get("description"),
+                }
+            )
+            return
         # The key escapes it already (describe()); again here, as printable() is idempotent, so
         # a key still running an older softkey cannot pass raw request text to this terminal.
         click.echo(f"{verb}: {printable(reply['description'])}")
@@ -759,10 +1190,28 @@ deny = _decision_command("deny", approve=False)
 
 @click.command("replug")
 @paths.key_options
-def replug(key_name: str | None, state_path: Path | None) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Machine-readable result: {"replugged": true, "power_cycles", ...}; on failure '
+    '{"replugged": false, "error", ...} and exit status 1.',
+)
+def replug(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     """Unplug the running key and plug it back in (a power cycle)."""
     state = _resolve(key_name, state_path)
-    call_running(state, "replug")
+    try:
+        reply = call_running(state, "replug")
+    except RunError as exc:
+        if not as_json:
+            raise
+        _fail_json(state, exc, replugged=False)
+        return
+    if as_json:
+        _emit_json(
+            {"replugged": True, **_header(state, True), "power_cycles": reply.get("power_cycles")}
+        )
+        return
     click.echo(
         f"replugged {_key_label(state)}: power cycled (PIN tokens and pending "
         "requests are gone; credentials are kept)"

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from softkey.authenticator import Authenticator, StateError, private_files
+from softkey.authenticator.profiles import PROFILES
 from softkey.authenticator.store import SCHEMA_VERSION, StateLock, Store
 from softkey.tools import paths
 
@@ -240,11 +241,21 @@ def export_state(
         document = {**header, "state": body}
     write_private(Path(out), (json.dumps(document, indent=1) + "\n").encode(), force=force)
     credentials = snap["tables"].get("credentials", {}).get("rows", [])
+    profile = PROFILES.get(snap["profile"] or "")
     return {
         "file": str(out),
         "profile": snap["profile"],
         "encrypted": bool(passphrase),
-        "resident_credentials": len(credentials),
+        "resident_credentials": _slots(len(credentials), profile.rk_capacity if profile else None),
+    }
+
+
+def _slots(used: int, capacity: int | None) -> dict[str, int | None]:
+    """The same {used, capacity, free} every other verb reports (tools/admin.slot_usage)."""
+    return {
+        "used": used,
+        "capacity": capacity,
+        "free": None if capacity is None else max(0, capacity - used),
     }
 
 
@@ -398,7 +409,7 @@ def _import_locked(tables: dict[str, Any], state: Path, force: bool) -> dict[str
         return {
             "state": str(state),
             "profile": auth.profile.name,
-            "resident_credentials": auth.store.resident_count(),
+            "resident_credentials": _slots(auth.store.resident_count(), auth.profile.rk_capacity),
         }
 
 

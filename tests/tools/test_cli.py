@@ -170,7 +170,8 @@ def test_fill_usage_errors(run: Run) -> None:
     run("fill", "--count", "0", code=2)
     result = run("fill", "--profile", "unlimited-rk", "--until-full", code=2)
     assert "no slot limit" in result.stderr
-    assert "unknown profile" in run("fill", "--profile", "yubikey-9", "--count", "1", code=2).stderr
+    bad = run("fill", "--profile", "yubikey-9", "--count", "1", code=2).stderr
+    assert "'yubikey-9' is not one of" in bad and "yubikey-5" in bad
 
 
 def test_fill_refuses_a_different_profile_for_an_existing_key(run: Run) -> None:
@@ -205,10 +206,12 @@ def test_delete_by_unique_prefix(run: Run, data_home: Path) -> None:
 def test_delete_refusals(run: Run) -> None:
     run("fill", "--count", "3")
     # Every credential ID starts with the format version byte: "01" is ambiguous.
-    assert "give more hex digits" in run("credentials", "delete", "01", "--yes", code=1).stderr
+    assert "give more characters" in run("credentials", "delete", "01", "--yes", code=1).stderr
     missing = run("credentials", "delete", "ff", "--yes", code=1)
     assert "non-resident credentials are not stored" in missing.stderr
-    assert "hex" in run("credentials", "delete", "xyz", "--yes", code=2).stderr
+    assert "hex or base64url" in run("credentials", "delete", "x.y", "--yes", code=2).stderr
+    # A base64url prefix works like a hex one: every ID starts with byte 01, "A" in base64url.
+    assert "give more characters" in run("credentials", "delete", "A", "--yes", code=1).stderr
     run("credentials", "delete", "--yes", code=2)
     run("credentials", "delete", "--all", "--rp", "a.test", "--yes", code=2)
     assert (
@@ -218,12 +221,14 @@ def test_delete_refusals(run: Run) -> None:
     assert _json(run("credentials", "list", "--json"))["used"] == 3
 
 
-def test_delete_confirms_unless_yes(run: Run) -> None:
+def test_delete_confirms_unless_yes(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     run("fill", "--count", "2")
+    no_tty = run("credentials", "delete", "--all", input="y\n", code=1)
+    assert "no terminal" in no_tty.stderr and "add --yes" in no_tty.stderr
+    # CliRunner's input stands in for a person at a terminal from here on.
+    monkeypatch.setattr("softkey.tools.cli.interactive", lambda: True)
     refused = run("credentials", "delete", "--all", input="n\n", code=1)
     assert "not confirmed" in refused.stderr
-    no_tty = run("credentials", "delete", "--all", input="", code=1)
-    assert "add --yes" in no_tty.stderr
     assert _json(run("credentials", "list", "--json"))["used"] == 2
     run("credentials", "delete", "--all", input="y\n")
     assert _json(run("credentials", "list", "--json"))["used"] == 0
@@ -243,19 +248,22 @@ def test_delete_by_rp_and_the_ctap20_note(run: Run) -> None:
 # -- reset ----------------------------------------------------------------------------------------
 
 
-def test_reset_without_yes_needs_an_answer(run: Run, data_home: Path) -> None:
+def test_reset_without_yes_needs_an_answer(
+    run: Run, data_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run("fill", "--count", "2")
-    result = run("reset", input="", code=1)
+    result = run("reset", input="y\n", code=1)  # piped, not typed: not an answer
     assert "add --yes" in result.stderr
     assert _json(run("credentials", "list", "--json"))["used"] == 2
+    monkeypatch.setattr("softkey.tools.cli.interactive", lambda: True)
     run("reset", input="y\n")
     assert _json(run("credentials", "list", "--json"))["used"] == 0
 
 
 def test_reset_of_a_missing_key_is_refused(run: Run) -> None:
     result = run("reset", "--yes", code=1)
-    assert "there is no key 'default' yet" in result.stderr
-    assert "softkey run" in result.stderr
+    assert "there is no key 'default'" in result.stderr
+    assert "softkey init" in result.stderr
 
 
 # -- info, keys, profiles -------------------------------------------------------------------------
@@ -321,7 +329,7 @@ def test_secrets_are_never_printed(run: Run, data_home: Path) -> None:
 
 def test_missing_key_and_bad_selection(run: Run, tmp_path: Path) -> None:
     result = run("info", code=1)
-    assert "there is no key 'default' yet" in result.stderr
+    assert "there is no key 'default'" in result.stderr
     assert not (tmp_path / "data" / "softkey" / "default.sqlite3").exists()
     assert "not both" in run("info", "--key", "a", "--state", str(tmp_path / "x"), code=2).stderr
     assert "invalid key name" in run("info", "--key", "../etc", code=2).stderr
@@ -352,7 +360,7 @@ def test_keys_lists_several_keys(run: Run, data_home: Path) -> None:
         ("b", "unlimited-rk", 1, None, False),
     ]
     text = run("keys").stdout
-    assert "3/25" in text and "1/∞" in text
+    assert "3/25" in text and "1/unlimited" in text
     # Separate state files and control sockets per key.
     assert paths.control_socket_path(_state(data_home, "a")) != paths.control_socket_path(
         _state(data_home, "b")
@@ -550,12 +558,12 @@ def test_encrypted_export_roundtrip(run: Run, data_home: Path, tmp_path: Path) -
         master = auth.store.get_meta("master_key")
     assert master is not None
     export = tmp_path / "enc.json"
-    run("export", str(export), "--passphrase", input="correct horse\ncorrect horse\n")
+    run("export", str(export), "--passphrase", env={"SOFTKEY_PASSPHRASE": "correct horse"})
     text = export.read_text()
     assert master.hex() not in text and '"ciphertext"' in text
     assert json.loads(text)["encryption"]["kdf"] == "scrypt"
 
-    wrong = run("import", "--key", "x", str(export), input="wrong\n", code=1)
+    wrong = run("import", "--key", "x", str(export), env={"SOFTKEY_PASSPHRASE": "wrong"}, code=1)
     assert "wrong passphrase" in wrong.stderr
     assert not _state(data_home, "x").exists()
     run("import", "--key", "x", str(export), env={"SOFTKEY_PASSPHRASE": "correct horse"})
@@ -624,14 +632,14 @@ def test_export_file_format_is_documented_shape(run: Run, tmp_path: Path) -> Non
 def test_pin_set_status_change(run: Run, data_home: Path) -> None:
     run("fill", "--profile", "ctap2.1", "--count", "1")
     assert "no PIN set" in run("pin", "status").stdout
-    run("pin", "set", input="123456\n123456\n")
+    run("pin", "set", env={"SOFTKEY_PIN": "123456"})  # SOFTKEY_PIN works for `set` too
     status = _json(run("pin", "status", "--json"))
     assert status["set"] is True and status["retries"] == 8
     assert "123456" not in run("info").stdout
 
-    assert "already set" in run("pin", "set", input="1\n1\n", code=1).stderr
-    wrong = run("pin", "change", input="000000\n654321\n654321\n", code=1)
-    assert "wrong current PIN" in wrong.stderr
+    assert "already set" in run("pin", "set", env={"SOFTKEY_PIN": "1111"}, code=1).stderr
+    wrong = run("pin", "change", env={"SOFTKEY_PIN": "000000", "SOFTKEY_NEW_PIN": "654321"}, code=1)
+    assert "wrong current PIN; 7 retries left" in wrong.stderr
     assert _json(run("pin", "status", "--json"))["retries"] == 7
     run("pin", "change", env={"SOFTKEY_PIN": "123456", "SOFTKEY_NEW_PIN": "654321"})
     assert _json(run("pin", "status", "--json"))["retries"] == 8

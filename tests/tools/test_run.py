@@ -148,10 +148,10 @@ def test_run_udp_with_control_socket_presence(served: Served) -> None:
     assert status["profile"] == "yubikey-5"
     assert status["presence_mode"] == "wait"
     assert status["pending_presence"] is None
-    assert status["slots"] == {"used": 0, "capacity": 25, "remaining": 25}
+    assert status["slots"] == {"used": 0, "capacity": 25, "free": 25}
     human = softkey("status", "--state", str(served.state))
     assert f"UDP 127.0.0.1:{served.port}" in human.output
-    assert "0 used, 25 remaining (of 25)" in human.output
+    assert "0 used, 25 free (of 25)" in human.output
 
     ctap = Ctap2(open_udp_device("127.0.0.1", served.port, timeout=30))
 
@@ -167,7 +167,7 @@ def test_run_udp_with_control_socket_presence(served: Served) -> None:
     assert "approved: makeCredential for example.com" in touched.output
     credential = make.join().auth_data.credential_data
     assert make.error is None
-    assert served.status()["slots"] == {"used": 1, "capacity": 25, "remaining": 24}
+    assert served.status()["slots"] == {"used": 1, "capacity": 25, "free": 24}
 
     # ...and so does getAssertion: it blocks until `softkey touch`.
     get = Background(
@@ -381,7 +381,7 @@ def test_running_key_control_operations_in_process(tmp_path: Path) -> None:
         creds = control.call(sock, "admin", name="credentials", args={})
         assert creds["ok"] is True
         status = control.call(sock, "status")
-        assert status["slots"] == {"used": 0, "capacity": 8, "remaining": 8}
+        assert status["slots"] == {"used": 0, "capacity": 8, "free": 8}
         key.presence = AutoPresence()
         refused = control.call(sock, "deny")
         assert refused["ok"] is False and "decides by itself" in refused["error"]

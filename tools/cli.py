@@ -97,14 +97,7 @@ def cli() -> None:
     """softkey: a software FIDO2/CTAP2 security key for Linux."""
 
 
-def _profile_names() -> list[str]:
-    from softkey.authenticator.profiles import PROFILES
-
-    return list(PROFILES)
-
-
-# --profile everywhere: click lists the choices in --help and names them in the error.
-PROFILE_CHOICE = click.Choice(_profile_names())
+PROFILE_CHOICE = paths.profile_choice()
 
 
 @cli.command()
@@ -1192,7 +1185,7 @@ pin.add_command(_pin_verify)
 
 def main() -> None:
     try:
-        cli(standalone_mode=True)
+        cli(prog_name="softkey", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         sys.exit(130)
 

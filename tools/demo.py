@@ -1,8 +1,8 @@
-"""`softkey demo`: the seeds' story told in the terminal, against an in-memory key.
+"""`softkey demo`: a walk-through in the terminal, against an in-memory key.
 
 1. Non-resident credentials are unlimited: the private key lives in the credential ID.
 2. Resident (discoverable) credentials fill a small slot table until KEY_STORE_FULL.
-3. An empty allowList finds only resident credentials (seed 002).
+3. An empty allowList finds only resident credentials.
 4. Reset regenerates the master key: every old non-resident credential ID stops working.
 
 It talks to the key through python-fido2's Ctap2, as a browser's platform layer would.

@@ -151,6 +151,13 @@ def list_key_states() -> list[Path]:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def profile_choice() -> click.Choice:
+    """--profile on every verb: click lists the profiles in --help and names them in errors."""
+    from softkey.authenticator.profiles import PROFILES
+
+    return click.Choice(list(PROFILES))
+
+
 def key_options(f: F) -> F:
     """--key/--state, also from SOFTKEY_KEY / SOFTKEY_STATE (an explicit option wins)."""
     f = click.option(

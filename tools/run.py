@@ -521,18 +521,6 @@ class Startup:
     notes: list[str] = field(default_factory=list)  # for stderr, once the key is up
 
 
-def _check_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """An unknown --profile is refused before anything is created."""
-    if value is not None:
-        from softkey.authenticator.profiles import get_profile
-
-        try:
-            get_profile(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
 def _given(ctx: click.Context, name: str) -> bool:
     """True if the option was set by the user (not left at its default)."""
     source = ctx.get_parameter_source(name)
@@ -582,8 +570,7 @@ def _ready_file_path(ctx: click.Context, param: click.Parameter, value: Path | N
 @paths.key_options
 @click.option(
     "--profile",
-    metavar="PROFILE",
-    callback=_check_profile,
+    type=paths.profile_choice(),
     help="Profile for a new key (see `softkey profiles`); default: the key's own, "
     "or ctap2.1 for a new key.",
 )

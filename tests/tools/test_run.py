@@ -355,7 +355,8 @@ def test_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
         str(tmp_path / "k.sqlite3"),
     )
     assert result.exit_code == 2
-    assert "unknown profile" in result.output
+    assert "'nope' is not one of" in result.output and "yubikey-5" in result.output
+    assert not (tmp_path / "k.sqlite3").exists()
 
 
 def test_running_key_control_operations_in_process(tmp_path: Path) -> None:

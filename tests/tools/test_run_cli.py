@@ -513,5 +513,5 @@ def test_a_failing_named_key_leaves_no_data_directory(tmp_path: Path) -> None:
     _one_error_line(result.stderr)
     bogus = softkey(tmp_path, "run", "--transport", "udp", "--key", "new", "--profile", "bogus")
     assert bogus.returncode == 2
-    assert "unknown profile 'bogus'" in _one_error_line(bogus.stderr)
+    assert "'bogus' is not one of" in _one_error_line(bogus.stderr)
     assert not (tmp_path / "xdg").exists()

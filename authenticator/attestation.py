@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from . import cose
-from .ctap import CoseAlg, CtapError, MakeCredentialResponseKey, Status
+from .ctap import MAX_MSG_SIZE, CoseAlg, CtapError, MakeCredentialResponseKey, Status
 from .profiles import CTAP2_1, Profile
 
 if TYPE_CHECKING:
@@ -68,6 +68,12 @@ KEEP_ON_RESET = (
     META_EP_KEY,
     META_EP_CERT,
 )
+
+# An upper bound on a packed makeCredential response minus the credential's public key bytes
+# and a self-attestation signature: status byte, fmt, CBOR framing, rpIdHash, flags, counter,
+# AAGUID, the longest credential ID, every extension output at its longest, largeBlobKey.
+# tests/authenticator/test_mldsa.py builds that worst case and checks the bound.
+MAKE_CREDENTIAL_OVERHEAD = 512
 
 # ISO 3166 "ZZ" is a user-assigned code: softkey is not incorporated anywhere, and the
 # packed format only requires that C be present (WebAuthn §8.2.1).
@@ -323,7 +329,7 @@ class Attestation:
 
     @property
     def enterprise_capable(self) -> bool:
-        return self.profile.enterprise_attestation and self.profile.ctap == CTAP2_1
+        return self.profile.enterprise_attestation and self.profile.at_least(CTAP2_1)
 
     @property
     def enterprise_enabled(self) -> bool:
@@ -382,6 +388,19 @@ class Attestation:
         return True  # platform-managed: the platform vouches for the RP
 
     # -- statements -----------------------------------------------------------------------
+
+    def fits(self, alg: int) -> bool:
+        """Whether every makeCredential response for ``alg`` fits maxMsgSize (CTAP 2.1 §6.4;
+        CTAPHID carries at most 7609 bytes, §11.2.4). Batch and enterprise statements are
+        ES256 with a certificate of well under 1 kB, and the largest credential public key
+        (ML-DSA-87, 2592 bytes) leaves room for them (~3.7 kB in all). A self-attestation
+        statement carries the credential's own signature: ML-DSA-87's key and 4627-byte
+        signature leave 390 bytes, less than the rest of a worst-case response may take, so
+        a self-attesting key does not offer it (docs/credential-id.md "ML-DSA")."""
+        if self.mode != "self":
+            return True
+        size = MAKE_CREDENTIAL_OVERHEAD + cose.public_key_len(alg) + cose.max_signature_len(alg)
+        return size <= MAX_MSG_SIZE
 
     @staticmethod
     def choose_format(preference: list[Any] | None) -> str:

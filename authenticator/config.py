@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import IntEnum, unique
 from typing import TYPE_CHECKING
 
-from . import cbor
+from . import cbor, pin_complexity
 from .ctap import Cmd, CtapError, Status
 from .environment import Interaction
 from .params import get, opt
@@ -126,6 +126,8 @@ def _set_min_pin_length(auth: Authenticator, sub_params: dict) -> None:
     new_length = opt(sub_params, P.NEW_MIN_PIN_LENGTH, int)
     rp_ids = opt(sub_params, P.MIN_PIN_LENGTH_RPIDS, list)
     force = opt(sub_params, P.FORCE_CHANGE_PIN, bool) or False
+    # CTAP 2.2 member pinComplexityPolicy (0x04): true switches the policy on.
+    complexity = pin_complexity.requested(auth, sub_params)
     if new_length is None:
         new_length = current
     if new_length < current:
@@ -157,3 +159,5 @@ def _set_min_pin_length(auth: Authenticator, sub_params: dict) -> None:
             store.set_meta(META_MIN_PIN_LENGTH_RPIDS, cbor.encode(rp_ids))
         if force:
             store.set_int(META_FORCE_PIN_CHANGE, 1)
+        if complexity:
+            pin_complexity.enforce(auth)

@@ -13,9 +13,12 @@ Which command a profile answers is data (``Profile.credman``):
 
 Every subcommand except the two getNext* ones needs a pinUvAuthParam over
 ``subCommand || CBOR(subCommandParams)`` from a token with the cm permission (any token on
-the preview: 2.1-pre tokens have no permissions). Enumeration cursors live in
+the preview: 2.1-pre tokens have no permissions; and on a 2.1 key's 0x41 a token from
+getPinToken too, ``Profile.preview_accepts_pin_token``). Enumeration cursors live in
 ``auth.pending`` and any other command — including any other credential-management
-subcommand — ends them.
+subcommand — ends them. On CTAP 2.2 keys a persistent token (permission pcmr,
+persistent_token.py) also authorises the read-only subcommands, and credentials carry
+thirdPartyPayment (0x0C).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from enum import IntEnum, unique
 from typing import TYPE_CHECKING, Any
 
-from . import cbor, cose
+from . import cbor, cose, persistent_token
 from .ctap import Cmd, CtapError, Status
 from .environment import Interaction
+from .extensions import THIRD_PARTY_PAYMENT
 from .params import get, get_name, get_user_handle, opt
 from .pin import Permission, TokenState
 from .profiles import Profile
@@ -79,6 +83,7 @@ class CredMgmtResponseKey(IntEnum):
     TOTAL_CREDENTIALS = 0x09
     CRED_PROTECT = 0x0A
     LARGE_BLOB_KEY = 0x0B
+    THIRD_PARTY_PAYMENT = 0x0C  # CTAP 2.2
 
 
 C = CredMgmtCmd
@@ -94,6 +99,10 @@ PREVIEW_SUBCOMMANDS = frozenset(
     }
 )
 FULL_SUBCOMMANDS = PREVIEW_SUBCOMMANDS | {C.UPDATE_USER_INFORMATION}
+# What a persistent (pcmr) token may do (CTAP 2.2 §6.8); the getNext* need no token at all.
+READ_ONLY_SUBCOMMANDS = frozenset(
+    {C.GET_CREDS_METADATA, C.ENUMERATE_RPS_BEGIN, C.ENUMERATE_CREDENTIALS_BEGIN}
+)
 
 
 @dataclass
@@ -136,20 +145,28 @@ def credential_management(
     auth: Authenticator, params: dict, interaction: Interaction
 ) -> dict | None:
     """authenticatorCredentialManagement (0x0A)."""
-    return _handle(auth, params, FULL_SUBCOMMANDS)
+    return _handle(auth, params, FULL_SUBCOMMANDS, accept_pin_token=False)
 
 
 def credential_management_preview(
     auth: Authenticator, params: dict, interaction: Interaction
 ) -> dict | None:
-    """The FIDO_2_1_PRE prototype command (0x41): the same, without updateUserInformation."""
-    return _handle(auth, params, PREVIEW_SUBCOMMANDS)
+    """The FIDO_2_1_PRE prototype command (0x41): the same, without updateUserInformation.
+
+    A platform that knows only the preview gets its token with getPinToken, having no way to
+    ask for cm (CTAP 2.1 §6.5.5.7 gives such a token mc and ga; §6.8 wants cm): accepted here
+    unless the profile says otherwise. 0x0A keeps the §6.8 rule.
+    """
+    accept = auth.profile.preview_accepts_pin_token
+    return _handle(auth, params, PREVIEW_SUBCOMMANDS, accept_pin_token=accept)
 
 
 # -- the command ------------------------------------------------------------------------------
 
 
-def _handle(auth: Authenticator, params: dict, allowed: frozenset[int]) -> dict | None:
+def _handle(
+    auth: Authenticator, params: dict, allowed: frozenset[int], *, accept_pin_token: bool
+) -> dict | None:
     K = CredMgmtKey
     # Take the cursor, then end every multi-call state: only the matching getNext* may
     # continue it, and it puts it back itself.
@@ -170,7 +187,14 @@ def _handle(auth: Authenticator, params: dict, allowed: frozenset[int]) -> dict 
     # The bytes the platform MACed: our strict decoder only accepts canonical CBOR, so
     # re-encoding the decoded map reproduces them exactly.
     message = bytes([sub]) + (cbor.encode(sub_params) if sub_params is not None else b"")
-    token = auth.pin_uv.authorize(protocol, auth_param, message, Permission.CM)
+    # CTAP 2.2: a persistent (pcmr) token may read; anything else needs a per-boot token.
+    token = persistent_token.authorize_credential_management(
+        auth, protocol, auth_param, message, read_only=sub in READ_ONLY_SUBCOMMANDS
+    )
+    if token is None:
+        token = auth.pin_uv.authorize(
+            protocol, auth_param, message, Permission.CM, accept_pin_token=accept_pin_token
+        )
     sub_params = sub_params or {}
 
     if sub == C.GET_CREDS_METADATA:
@@ -269,6 +293,8 @@ def _credential_entry(auth: Authenticator, cred: ResidentCredential) -> dict:
         user["name"] = cred.user_name
     if cred.user_display_name is not None:
         user["displayName"] = cred.user_display_name
+    if cred.user_icon is not None:  # kept by 2.0-style profiles (Profile.icons)
+        user["icon"] = cred.user_icon
     entry: dict[int, Any] = {
         R.USER: user,
         R.CREDENTIAL_ID: {"id": cred.credential_id, "type": "public-key"},
@@ -280,6 +306,8 @@ def _credential_entry(auth: Authenticator, cred: ResidentCredential) -> dict:
         entry[R.PUBLIC_KEY] = cose.public_cose(secrets.alg, secrets.private_key)
     if cred.large_blob_key is not None:
         entry[R.LARGE_BLOB_KEY] = cred.large_blob_key
+    if THIRD_PARTY_PAYMENT in auth.extensions:  # CTAP 2.2 §6.8.4
+        entry[R.THIRD_PARTY_PAYMENT] = secrets is not None and secrets.third_party_payment
     return entry
 
 

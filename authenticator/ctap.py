@@ -158,6 +158,15 @@ class InfoKey(IntEnum):
     CERTIFICATIONS = 0x13
     REMAINING_DISCOVERABLE_CREDENTIALS = 0x14
     VENDOR_PROTOTYPE_CONFIG_COMMANDS = 0x15
+    # CTAP 2.2 §6.4 (keys as in python-fido2's Info; tests/authenticator/test_ctap22.py).
+    ATTESTATION_FORMATS = 0x16
+    UV_COUNT_SINCE_LAST_PIN_ENTRY = 0x17
+    LONG_TOUCH_FOR_RESET = 0x18
+    ENC_IDENTIFIER = 0x19
+    TRANSPORTS_FOR_RESET = 0x1A
+    PIN_COMPLEXITY_POLICY = 0x1B
+    PIN_COMPLEXITY_POLICY_URL = 0x1C
+    MAX_PIN_LENGTH = 0x1D
 
 
 @unique
@@ -167,6 +176,11 @@ class CoseAlg(IntEnum):
     ES256 = -7
     EDDSA = -8
     ES384 = -35
+    # ML-DSA (FIPS 204) in COSE (IANA COSE Algorithms; draft-ietf-cose-dilithium): key
+    # type AKP (7), public key in parameter pub (-1). CTAP 2.1+ profiles only (profiles.py).
+    MLDSA44 = -48
+    MLDSA65 = -49
+    MLDSA87 = -50
 
 
 # authenticatorData flags (WebAuthn §6.1).

@@ -11,8 +11,9 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import cbor, cose, ctap1
+from . import cbor, cose, ctap1, persistent_token, pin_complexity
 from . import extensions as ext
+from .attestation import SUPPORTED_FORMATS
 from .ctap import (
     FLAG_AT,
     FLAG_ED,
@@ -33,13 +34,14 @@ from .params import (
     descriptor_list,
     get,
     get_client_data_hash,
+    get_icon,
     get_name,
     get_rp_id,
     get_user_handle,
     opt,
     options_map,
 )
-from .profiles import CTAP2_0, CTAP2_1
+from .profiles import CTAP2_0, CTAP2_1, CTAP2_2
 from .store import ResidentCredential
 
 if TYPE_CHECKING:
@@ -122,6 +124,13 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     user_id = get_user_handle(user)
     user_name = get_name(user, "name")
     user_display_name = get_name(user, "displayName")
+    user_icon = None
+    if auth.profile.icons:
+        # Text members in CTAP 2.0 §5.1 (rp, user); user.icon is stored with the user entity
+        # (step 10). rp.icon is only checked: no response carries it. Profile.icons says why
+        # 2.1 profiles ignore both.
+        get_icon(rp)
+        user_icon = get_icon(user)
 
     # Step 3: choose the first supported algorithm, in the platform's order of preference.
     alg = None
@@ -130,14 +139,19 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
             raise CtapError(Status.CBOR_UNEXPECTED_TYPE, "pubKeyCredParams entry must be a map")
         entry_alg = get(entry, "alg", int)
         entry_type = get(entry, "type", str)
-        if alg is None and entry_type == "public-key" and entry_alg in auth.profile.algorithms:
+        if alg is None and entry_type == "public-key" and entry_alg in auth.algorithms:
             alg = entry_alg
     if alg is None:
         raise CtapError(
             Status.UNSUPPORTED_ALGORITHM,
             f"none of the requested algorithms {[e.get('alg') for e in cred_params]} "
-            f"is offered by this key ({list(auth.profile.algorithms)})",
+            f"is offered by this key ({list(auth.algorithms)})",
         )
+    if auth.profile.option_rules == CTAP2_0 and "up" in options:
+        # CTAP 2.0 §5.1 gives makeCredential only the options rk and uv: "up" is known but
+        # not valid for this command, so INVALID_OPTION whatever its value (options step,
+        # before the pinAuth checks). Profile.option_rules has the 2.1 rules.
+        raise CtapError(Status.INVALID_OPTION, "up is not a makeCredential option in CTAP 2.0")
     # Step 8: validate enterpriseAttestation; decide now whether this one gets it (step 17).
     enterprise = auth.attestation.check_enterprise_request(enterprise_request, rp_id)
 
@@ -190,6 +204,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
         cred_random=auth.random(32),
         cred_blob=requested.stored_cred_blob,
         hmac_secret=requested.hmac_secret,
+        third_party_payment=requested.third_party_payment,
     )
     credential_id = auth.wrapper.wrap(secrets, rp_hash)
     large_blob_key = auth.random(ext.LARGE_BLOB_KEY_LEN) if requested.large_blob_key else None
@@ -205,6 +220,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
                 rp_name=rp_name,
                 user_name=user_name,
                 user_display_name=user_display_name,
+                user_icon=user_icon,
                 cred_protect=cred_protect,
                 large_blob_key=large_blob_key,
             ),
@@ -225,8 +241,11 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     )
     ext_out = requested.outputs(auth, secrets, uv, rp_id)
     data = auth_data(rp_hash, flags, 0, attested, ext_out or None)
-    # attestationFormatsPreference is a 2.1-era member; older profiles ignore it as unknown.
-    fmt = auth.attestation.choose_format(formats_preference if auth.profile.is_2_1 else None)
+    # attestationFormatsPreference (0x0B) is a CTAP 2.2 member (§6.1); earlier profiles ignore
+    # it as an unknown member.
+    fmt = auth.attestation.choose_format(
+        formats_preference if auth.profile.at_least(CTAP2_2) else None
+    )
     response = auth.attestation.statement(
         data, client_data_hash, alg, key, fmt=fmt, enterprise=enterprise
     )
@@ -246,6 +265,10 @@ def _user_entity(cred: ResidentCredential, uv: bool) -> dict[str, Any]:
             entity["name"] = cred.user_name
         if cred.user_display_name is not None:
             entity["displayName"] = cred.user_display_name
+        # Stored only on profiles that keep it; identifiable like the names (CTAP 2.0 §5.2
+        # user member: "name, DisplayName, icon" only after user verification).
+        if cred.user_icon is not None:
+            entity["icon"] = cred.user_icon
     return entity
 
 
@@ -290,6 +313,10 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
     pin_uv_auth_protocol = opt(params, K.PIN_UV_AUTH_PROTOCOL, int)
 
     if "rk" in options:
+        # CTAP 2.1 §6.2.2 step 5: UNSUPPORTED_OPTION. CTAP 2.0 §5.2 gives getAssertion only up
+        # and uv: "rk" is known but not valid for this command, INVALID_OPTION.
+        if auth.profile.option_rules == CTAP2_0:
+            raise CtapError(Status.INVALID_OPTION, "rk is not a getAssertion option")
         raise CtapError(Status.UNSUPPORTED_OPTION, "rk is not an option of getAssertion")
 
     uv = auth.pin_uv.check_request(
@@ -394,6 +421,7 @@ def get_info(auth: Authenticator) -> dict:
     options: dict[str, bool] = {"rk": True, "up": True, "plat": False}
     options.update(auth.pin_uv.info_options())
     options.update(auth.extra_info_options())
+    options.update(persistent_token.info_options(auth))
     info: dict[Any, Any] = {
         # alwaysUv switches U2F off (it cannot verify the user): stop announcing it.
         K.VERSIONS: [v for v in profile.versions if v != "U2F_V2" or ctap1.enabled(auth)],
@@ -411,12 +439,19 @@ def get_info(auth: Authenticator) -> dict:
         info[K.MAX_CREDENTIAL_COUNT_IN_LIST] = profile.max_cred_count_in_list
         info[K.MAX_CREDENTIAL_ID_LENGTH] = MAX_ID_LEN
         info[K.TRANSPORTS] = ["usb"]
-        info[K.ALGORITHMS] = [{"alg": a, "type": "public-key"} for a in profile.algorithms]
-    if profile.ctap == CTAP2_1:
+        info[K.ALGORITHMS] = [{"alg": a, "type": "public-key"} for a in auth.algorithms]
+    if profile.at_least(CTAP2_1):
         info[K.FIRMWARE_VERSION] = profile.firmware_version
         remaining = auth.remaining_discoverable()
         if remaining is not None:
             info[K.REMAINING_DISCOVERABLE_CREDENTIALS] = remaining
+    if profile.at_least(CTAP2_2):
+        # CTAP 2.2 §6.4. No uvCountSinceLastPinEntry (0x17): there is no built-in UV.
+        info[K.ATTESTATION_FORMATS] = list(SUPPORTED_FORMATS)
+        info[K.LONG_TOUCH_FOR_RESET] = False  # reset takes an ordinary touch
+        info[K.TRANSPORTS_FOR_RESET] = ["usb"]  # the one transport this key presents
+        info.update(persistent_token.info_members(auth))  # encIdentifier
+        info.update(pin_complexity.info_members(auth))  # pinComplexityPolicy, maxPINLength
     info.update(auth.pin_uv.info_members())
     info.update(ext.info_members(auth))
     return info

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cbor, config, counters, credman, ctap1, ctap2, extensions, large_blobs
+from . import cbor, config, cose, counters, credman, ctap1, ctap2, extensions, large_blobs
 from .attestation import DEFAULT_MODE as DEFAULT_ATTESTATION
 from .attestation import Attestation
 from .ctap import MAX_MSG_SIZE, Cmd, CtapError, Status
@@ -143,6 +143,10 @@ class Authenticator:
         interaction = interaction or NoInteraction()
         command = request[0] if request else -1
         try:
+            if not self.profile.ctap2:
+                # Its transports never pass CTAPHID_CBOR on (no CBOR capability, CTAP 2.1
+                # §11.2.9.1.3); a direct caller gets the same answer: no such command.
+                raise CtapError(Status.INVALID_COMMAND, "a U2F-only key speaks no CTAP2")
             if not request:
                 raise CtapError(Status.INVALID_LENGTH, "empty CTAP2 message")
             if len(request) > MAX_MSG_SIZE:
@@ -196,6 +200,15 @@ class Authenticator:
     def extensions(self) -> tuple[str, ...]:
         """The extensions this key implements: exactly what getInfo lists."""
         return extensions.supported(self.profile)
+
+    @property
+    def algorithms(self) -> tuple[int, ...]:
+        """What getInfo lists and makeCredential accepts, in the profile's order: its
+        algorithms that this installation's cryptography can run (ML-DSA needs OpenSSL >=
+        3.5) and whose makeCredential response always fits maxMsgSize."""
+        return tuple(
+            a for a in self.profile.algorithms if a in cose.SUPPORTED and self.attestation.fits(a)
+        )
 
     def extra_info_options(self) -> dict[str, bool]:
         return {
@@ -278,6 +291,8 @@ class Authenticator:
 
     def set_pin(self, pin: str) -> None:
         """Set the first PIN (offline; same policy as clientPIN setPIN). Raises CtapError."""
+        if not self.profile.ctap2:  # no clientPIN command, so a PIN could never be used
+            raise CtapError(Status.INVALID_COMMAND, "a U2F-only key has no PIN")
         self.pin_uv.admin_set_pin(pin)
 
     def change_pin(self, old: str, new: str) -> None:
@@ -289,6 +304,9 @@ class Authenticator:
         return self.pin_uv.status()
 
     def info(self) -> dict[str, Any]:
-        """getInfo, decoded with names (for people and --json)."""
+        """getInfo, decoded with names (for people and --json). A U2F-only key has no
+        getInfo (a CTAP2 command): only its versions, as U2F VERSION tells them."""
+        if not self.profile.ctap2:
+            return {"versions": list(self.profile.versions)}
         raw = ctap2.get_info(self)
         return {ctap2.InfoKey(k).name.lower(): v for k, v in raw.items()}

@@ -1,5 +1,5 @@
-"""Authenticator extensions (CTAP 2.1 §12): credProtect, credBlob, hmac-secret,
-hmac-secret-mc, largeBlobKey, minPinLength.
+"""Authenticator extensions (CTAP 2.1 §12, 2.2 §12): credProtect, credBlob, hmac-secret,
+largeBlobKey, minPinLength (CTAP 2.1); hmac-secret-mc and thirdPartyPayment (CTAP 2.2 only).
 
 Which ones a profile has (``supported``) is what getInfo lists, exactly. Requests are parsed
 once per command into small dataclasses (``parse_make_credential``/``parse_get_assertion``,
@@ -14,6 +14,9 @@ Where the per-credential data lives:
   are HMAC-SHA-256 derivations of it, so UV and non-UV assertions give unrelated outputs.
 - credBlob: inside the credential ID (resident and non-resident alike).
 - largeBlobKey: the resident slot's ``large_blob_key`` column (resident credentials only).
+- thirdPartyPayment: a flag inside the credential ID (resident and non-resident alike), set
+  when makeCredential asked for it (no makeCredential output); getAssertion answers
+  thirdPartyPayment: true or false when asked, and credential management lists it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ctap import CtapError, InfoKey, Status
 from .keywrap import MAX_CRED_BLOB, CredentialSecrets
-from .profiles import CTAP2_1, Profile
+from .profiles import CTAP2_1, CTAP2_2, Profile
 
 if TYPE_CHECKING:
     from .ctap2 import Candidate
@@ -38,6 +41,7 @@ HMAC_SECRET = "hmac-secret"
 HMAC_SECRET_MC = "hmac-secret-mc"
 LARGE_BLOB_KEY = "largeBlobKey"
 MIN_PIN_LENGTH = "minPinLength"
+THIRD_PARTY_PAYMENT = "thirdPartyPayment"
 
 CRED_PROTECT_LEVELS = (1, 2, 3)
 SALT_LEN = 32
@@ -60,8 +64,12 @@ def supported(profile: Profile) -> tuple[str, ...]:
     if profile.extensions:
         return profile.extensions
     names = [CRED_PROTECT, HMAC_SECRET]
-    if profile.ctap == CTAP2_1:
-        names += [HMAC_SECRET_MC, CRED_BLOB, LARGE_BLOB_KEY, MIN_PIN_LENGTH]
+    if profile.at_least(CTAP2_2):
+        names.append(HMAC_SECRET_MC)  # defined by CTAP 2.2, not 2.1
+    if profile.at_least(CTAP2_1):
+        names += [CRED_BLOB, LARGE_BLOB_KEY, MIN_PIN_LENGTH]
+    if profile.at_least(CTAP2_2):
+        names.append(THIRD_PARTY_PAYMENT)
     return tuple(names)
 
 
@@ -154,6 +162,7 @@ class MakeCredentialExtensions:
     hmac_secret_mc: HmacSecretInput | None = None
     large_blob_key: bool = False
     min_pin_length: bool = False
+    third_party_payment: bool = False
 
     @property
     def stored_cred_blob(self) -> bytes:
@@ -223,6 +232,10 @@ def parse_make_credential(
 
     if MIN_PIN_LENGTH in names and MIN_PIN_LENGTH in extensions:
         req.min_pin_length = _typed(extensions[MIN_PIN_LENGTH], bool, MIN_PIN_LENGTH)
+
+    if THIRD_PARTY_PAYMENT in names and THIRD_PARTY_PAYMENT in extensions:
+        # Stored with the credential (true) or not (false); makeCredential has no output.
+        req.third_party_payment = _typed(extensions[THIRD_PARTY_PAYMENT], bool, THIRD_PARTY_PAYMENT)
     return req
 
 
@@ -236,6 +249,7 @@ class GetAssertionExtensions:
     cred_blob: bool = False
     hmac_secret: HmacSecretInput | None = None
     large_blob_key: bool = False
+    third_party_payment: bool = False
 
 
 def parse_get_assertion(auth: Authenticator, extensions: dict[Any, Any]) -> GetAssertionExtensions:
@@ -249,6 +263,8 @@ def parse_get_assertion(auth: Authenticator, extensions: dict[Any, Any]) -> GetA
         if not _typed(extensions[LARGE_BLOB_KEY], bool, LARGE_BLOB_KEY):
             raise CtapError(Status.INVALID_OPTION, "largeBlobKey input must be true")
         req.large_blob_key = True
+    if THIRD_PARTY_PAYMENT in names and THIRD_PARTY_PAYMENT in extensions:
+        req.third_party_payment = _typed(extensions[THIRD_PARTY_PAYMENT], bool, THIRD_PARTY_PAYMENT)
     return req
 
 
@@ -264,6 +280,9 @@ def assertion_outputs(
     if req.hmac_secret is not None and cand.secrets.hmac_secret:
         # Credentials made without hmac-secret have no CredRandom: no output.
         out[HMAC_SECRET] = req.hmac_secret.output(cand.secrets, uv)
+    if req.third_party_payment:
+        # Whether this credential was made for third-party payment (CTAP 2.2 §12).
+        out[THIRD_PARTY_PAYMENT] = cand.secrets.third_party_payment
     large_blob_key = None
     if req.large_blob_key and cand.resident is not None:
         large_blob_key = cand.resident.large_blob_key

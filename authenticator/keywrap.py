@@ -35,6 +35,9 @@ MASTER_KEY_LEN = 32
 FLAG_DISCOVERABLE = 0x01
 # Made with the hmac-secret extension (CTAP 2.1 §12.5): only such credentials answer it.
 FLAG_HMAC_SECRET = 0x02
+# Made with thirdPartyPayment: true (CTAP 2.2 §12 thirdPartyPayment): the flag is part of the
+# credential, resident or not, so getAssertion and credential management can report it.
+FLAG_THIRD_PARTY_PAYMENT = 0x04
 
 # Largest plaintext: alg(2) flags(1) credProtect(1) keylen(1) key(48) credRandom(32)
 # bloblen(1) blob(64) -> ID of 1 + 16 + 150 + 16 = 183 bytes, under U2F's 255-byte limit.
@@ -58,10 +61,13 @@ class CredentialSecrets:
     cred_random: bytes = b"\x00" * CRED_RANDOM_LEN
     cred_blob: bytes = b""
     hmac_secret: bool = False
+    third_party_payment: bool = False
 
     def encode(self) -> bytes:
-        flags = (FLAG_DISCOVERABLE if self.discoverable else 0) | (
-            FLAG_HMAC_SECRET if self.hmac_secret else 0
+        flags = (
+            (FLAG_DISCOVERABLE if self.discoverable else 0)
+            | (FLAG_HMAC_SECRET if self.hmac_secret else 0)
+            | (FLAG_THIRD_PARTY_PAYMENT if self.third_party_payment else 0)
         )
         return (
             struct.pack(">hBBB", self.alg, flags, self.cred_protect, len(self.private_key))
@@ -100,6 +106,7 @@ class CredentialSecrets:
             cred_random=cred_random,
             cred_blob=cred_blob,
             hmac_secret=bool(flags & FLAG_HMAC_SECRET),
+            third_party_payment=bool(flags & FLAG_THIRD_PARTY_PAYMENT),
         )
 
 

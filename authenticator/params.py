@@ -191,3 +191,18 @@ def get_user_handle(user: Mapping[Any, Any]) -> bytes:
 def get_name(entity: Mapping[Any, Any], key: str) -> str | None:
     """An optional name member (name, displayName) of an entity, truncated to be stored."""
     return truncate_name(opt(entity, key, str))
+
+
+# rp.icon / user.icon: "a URL of type text string" (CTAP 2.0 §5.1, rp and user parameters).
+# WebAuthn L1 §5.4.1 (PublicKeyCredentialEntity.icon) lets an authenticator ignore an icon
+# longer than 128 bytes. A longer one is dropped, never cut: a truncated URL is another URL.
+MAX_ICON_LEN = 128
+
+
+def get_icon(entity: Mapping[Any, Any]) -> str | None:
+    """The optional icon member of an entity: a text string (else CBOR_UNEXPECTED_TYPE);
+    None if absent or longer than MAX_ICON_LEN bytes of UTF-8."""
+    icon = opt(entity, "icon", str)
+    if icon is None or len(icon.encode("utf-8")) > MAX_ICON_LEN:
+        return None
+    return icon

@@ -31,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import persistent_token, pin_complexity
 from .ctap import CtapError, InfoKey, Status
 from .environment import Interaction, RandomSource
 from .params import get, opt
-from .profiles import CTAP2_1
+from .profiles import CTAP2_1, PIN_RETRIES_WITHOUT_PIN
 
 if TYPE_CHECKING:
     from .device import Authenticator
@@ -84,6 +85,7 @@ class Permission(IntFlag):
     BE = 0x08  # bio enrollment
     LBW = 0x10  # large blob write
     ACFG = 0x20  # authenticatorConfig
+    PCMR = 0x40  # persistent read-only credential management (CTAP 2.2; persistent_token.py)
 
 
 # The string names ctap2.py passes to check_request.
@@ -250,6 +252,9 @@ class TokenState:
     permissions: Permission = Permission(0)
     rp_id: str | None = None
     legacy: bool = False  # 2.0 / 2.1-pre pinToken: no permissions, no usage rules
+    # 2.1: handed out by the superseded getPinToken (0x05), so mc and ga only; the
+    # credential-management preview may still take it (Profile.preview_accepts_pin_token).
+    from_get_pin_token: bool = False
     in_use: bool = False
     issued_at: float = 0.0
     used: bool = False
@@ -327,7 +332,7 @@ class PinUv:
 
     def info_members(self) -> dict[int, Any]:
         profile = self.auth.profile
-        if profile.ctap != CTAP2_1:
+        if not profile.at_least(CTAP2_1):
             return {}
         members: dict[int, Any] = {
             InfoKey.FORCE_PIN_CHANGE: self.force_change,
@@ -415,9 +420,13 @@ class PinUv:
         raise CtapError(Status.INVALID_SUBCOMMAND, f"clientPIN subcommand 0x{sub:02x} unsupported")
 
     def _get_retries(self) -> dict:
+        if not self.is_set and self.auth.profile.has_quirk(PIN_RETRIES_WITHOUT_PIN):
+            # A vendor quirk (profiles.py lists the evidence): the spec defines no error here
+            # and returns the retry count (CTAP 2.0 §5.5.3, CTAP 2.1 §6.5.5.2).
+            raise CtapError(Status.PIN_NOT_SET, "no PIN is set on this key")
         R = ClientPinResponseKey
         response: dict[int, Any] = {R.PIN_RETRIES: self.retries}
-        if self.auth.profile.ctap == CTAP2_1:
+        if self.auth.profile.at_least(CTAP2_1):
             response[R.POWER_CYCLE_STATE] = self.power_cycle_required
         return response
 
@@ -465,8 +474,10 @@ class PinUv:
         self._check_can_try()
         shared = protocol.decapsulate(key_agreement)
         self._check_pin_hash(protocol.decrypt(shared, pin_hash_enc))
-        if profile.ctap == CTAP2_1 and self.force_change:
+        if profile.at_least(CTAP2_1) and self.force_change:
             raise CtapError(Status.PIN_INVALID, "the PIN must be changed before it can be used")
+        if permissions == Permission.PCMR:  # CTAP 2.2: the persistent token, no new one
+            return persistent_token.issue(self.auth, protocol, shared)
         self._reset_token()
         token = self._token
         token.protocol = protocol.version
@@ -478,6 +489,7 @@ class PinUv:
             # 2.1: the superseded getPinToken grants the default permissions mc and ga.
             token.permissions = permissions if with_permissions else Permission.MC | Permission.GA
             token.rp_id = rp_id
+            token.from_get_pin_token = not with_permissions
         else:
             token.legacy = True
         return {ClientPinResponseKey.PIN_UV_AUTH_TOKEN: protocol.encrypt(shared, token.token)}
@@ -495,6 +507,8 @@ class PinUv:
             supported |= Permission.LBW
         if options.get("authnrCfg"):
             supported |= Permission.ACFG
+        if options.get("perCredMgmtRO"):
+            supported |= Permission.PCMR
         return supported
 
     def _check_permissions(self, requested: int, rp_id: str | None) -> Permission:
@@ -508,6 +522,7 @@ class PinUv:
                 f"(it offers 0x{int(supported):02x})",
             )
         permissions = Permission(requested)
+        persistent_token.check_permissions(permissions)
         if permissions & (Permission.MC | Permission.GA) and rp_id is None:
             raise CtapError(Status.MISSING_PARAMETER, "mc and ga permissions need an rpId")
         return permissions
@@ -579,6 +594,7 @@ class PinUv:
                 Status.PIN_POLICY_VIOLATION,
                 f"the PIN must be at least {self.min_length} characters long",
             )
+        pin_complexity.check(self.auth, pin.decode("utf-8"))
 
     def _store_pin(self, pin: bytes) -> None:
         store = self.auth.store
@@ -587,6 +603,7 @@ class PinUv:
             store.set_int(META_PIN_CODE_POINTS, len(pin.decode("utf-8")))
             store.set_int(META_PIN_RETRIES, self.auth.profile.pin_retries)
             store.delete_meta(META_FORCE_PIN_CHANGE)
+            persistent_token.renew(self.auth)  # CTAP 2.2: a new PIN, a new persistent token
 
     def _replace_pin(self, new_pin: bytes) -> None:
         if self.force_change and hmac.compare_digest(
@@ -619,7 +636,7 @@ class PinUv:
         """
         self._request_used_token = False
         profile = self.auth.profile
-        v21 = profile.ctap == CTAP2_1
+        v21 = profile.at_least(CTAP2_1)
         if pin_uv_auth_param is not None and len(pin_uv_auth_param) == 0:
             # Touch probe used by platforms to pick a key (§6.1.2 step 1, §6.2.2 step 1):
             # declined or timed out, it is OPERATION_DENIED either way.
@@ -675,6 +692,7 @@ class PinUv:
         rp_id: str | None,
         *,
         bind_rp: bool = True,
+        accept_pin_token: bool = False,
     ) -> TokenState:
         self._observe_timers()
         token = self._token
@@ -690,7 +708,9 @@ class PinUv:
                 "by a newer one, or from before a power cycle); get a new token",
             )
         if not token.legacy:
-            if not token.permissions & permission:
+            if not token.permissions & permission and not (
+                accept_pin_token and token.from_get_pin_token
+            ):
                 raise CtapError(
                     Status.PIN_AUTH_INVALID,
                     f"the token lacks the {permission.name} permission (or it was used up)",
@@ -734,11 +754,14 @@ class PinUv:
         pin_uv_auth_param: bytes | None,
         message: bytes,
         permission: Permission,
+        *,
+        accept_pin_token: bool = False,
     ) -> TokenState:
         """Check a pinUvAuthParam over ``message`` for a token with ``permission``.
 
         Returns the token so callers can apply its permissions RP ID (credential
-        management restricts what an RP-bound token may see).
+        management restricts what an RP-bound token may see). ``accept_pin_token``: a token
+        from getPinToken will do without ``permission`` (the credential-management preview).
         """
         if pin_uv_auth_param is None:
             raise CtapError(Status.PUAT_REQUIRED, "this command needs a pinUvAuthParam")
@@ -747,7 +770,13 @@ class PinUv:
         if not self.is_set:
             raise CtapError(Status.PIN_NOT_SET, "set a PIN first")
         return self._verify_token(
-            pin_uv_auth_protocol, message, pin_uv_auth_param, permission, None, bind_rp=False
+            pin_uv_auth_protocol,
+            message,
+            pin_uv_auth_param,
+            permission,
+            None,
+            bind_rp=False,
+            accept_pin_token=accept_pin_token,
         )
 
     # -- admin API (offline operator helpers; same rules as the protocol) ---------------------

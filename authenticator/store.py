@@ -23,7 +23,8 @@ from pathlib import Path
 from . import private_files
 
 # 2: credentials.created_at (wall-clock seconds; NULL for rows written by schema 1).
-SCHEMA_VERSION = 2
+# 3: credentials.user_icon (user.icon on profiles that keep it; NULL for older rows).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS credentials (
     cred_protect      INTEGER NOT NULL DEFAULT 1,
     large_blob_key    BLOB,
     created_at        INTEGER,
+    user_icon         TEXT,
     UNIQUE (rp_id_hash, user_id)
 );
 CREATE TABLE IF NOT EXISTS counters (
@@ -71,11 +73,13 @@ class ResidentCredential:
     created: int = 0
     # When it was stored (Unix seconds, the store's wall clock); None for schema-1 rows.
     created_at: int | None = None
+    # user.icon, kept only by profiles with ``icons`` (CTAP 2.0 §5.1); None for older rows.
+    user_icon: str | None = None
 
 
 _FIELDS = (
     "credential_id, rp_id, rp_id_hash, user_id, rp_name, user_name, user_display_name, "
-    "cred_protect, large_blob_key"
+    "cred_protect, large_blob_key, user_icon"
 )
 _COLUMNS = _FIELDS + ", seq, created_at"
 
@@ -91,8 +95,9 @@ def _row(row: tuple) -> ResidentCredential:
         user_display_name=row[6],
         cred_protect=row[7],
         large_blob_key=bytes(row[8]) if row[8] is not None else None,
-        created=row[9],
-        created_at=row[10],
+        user_icon=row[9],
+        created=row[10],
+        created_at=row[11],
     )
 
 
@@ -235,6 +240,8 @@ class Store:
                 columns = {r[1] for r in self._db.execute("PRAGMA table_info(credentials)")}
                 if "created_at" not in columns:  # schema 1 -> 2
                     self._db.execute("ALTER TABLE credentials ADD COLUMN created_at INTEGER")
+                if "user_icon" not in columns:  # schema 2 -> 3
+                    self._db.execute("ALTER TABLE credentials ADD COLUMN user_icon TEXT")
                 if version is None or int(version) < SCHEMA_VERSION:
                     self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
         except sqlite3.DatabaseError as exc:
@@ -389,7 +396,7 @@ class Store:
                 )
             db.execute(
                 f"INSERT INTO credentials ({_FIELDS}, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
                 (
                     cred.credential_id,
                     cred.rp_id,
@@ -400,6 +407,7 @@ class Store:
                     cred.user_display_name,
                     cred.cred_protect,
                     cred.large_blob_key,
+                    cred.user_icon,
                 ),
             )
         return True

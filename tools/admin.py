@@ -38,7 +38,14 @@ DEFAULT_USER_PREFIX = "user"
 # One set of request-field limits for the CTAP path and this admin path (params.py).
 MAX_USER_HANDLE = params.MAX_USER_HANDLE_LEN
 
-ALG_NAMES: dict[int, str] = {CoseAlg.ES256: "ES256", CoseAlg.EDDSA: "EdDSA", CoseAlg.ES384: "ES384"}
+ALG_NAMES: dict[int, str] = {
+    CoseAlg.ES256: "ES256",
+    CoseAlg.EDDSA: "EdDSA",
+    CoseAlg.ES384: "ES384",
+    CoseAlg.MLDSA44: "ML-DSA-44",
+    CoseAlg.MLDSA65: "ML-DSA-65",
+    CoseAlg.MLDSA87: "ML-DSA-87",
+}
 
 
 class AdminError(Exception):
@@ -47,6 +54,19 @@ class AdminError(Exception):
     def __init__(self, message: str, *, code: str = "refused") -> None:
         super().__init__(message)
         self.code = code
+
+
+# What a U2F-only key (profile u2f: CTAP1 alone) lacks: verbs that need it say so in one line.
+U2F_NO_PIN = "a U2F-only key has no PIN"
+U2F_NO_SLOTS = (
+    "a U2F-only key has no discoverable credentials: its key handles are kept by the "
+    "relying party, not on the key"
+)
+
+
+def _require_ctap2(auth: Authenticator, message: str) -> None:
+    if not auth.profile.ctap2:
+        raise AdminError(message, code="unsupported")
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -120,6 +140,14 @@ def _rp_filter(rp: str | None) -> str | None:
 
 def pin_state(auth: Authenticator) -> dict[str, Any]:
     """PIN set? retries left? Uses the PIN module's admin API when it offers one."""
+    if not auth.profile.ctap2:  # U2F has no PIN at all: nothing set, nothing to count
+        return {
+            "set": False,
+            "retries": None,
+            "uv_retries": None,
+            "min_length": None,
+            "force_change": False,
+        }
     status_fn = getattr(auth, "pin_status", None)
     if callable(status_fn):
         status = status_fn()
@@ -166,7 +194,7 @@ def info(auth: Authenticator) -> dict[str, Any]:
         "versions": list(raw.get("versions", [])),
         "extensions": list(raw.get("extensions", [])),
         "options": dict(raw.get("options", {})),
-        "algorithms": list(profile.algorithms),
+        "algorithms": list(auth.algorithms),  # what getInfo lists (device.py)
         "pin_uv_auth_protocols": list(raw.get("pin_uv_auth_protocols", [])),
         "credential_management": profile.credman,
         "resident_credentials": slot_usage(auth),
@@ -353,6 +381,7 @@ def fill(
     the first user (``next_number`` of the previous call) instead of scanning the slots.
     ``on_created(n)`` hears how many credentials are made, only once they are committed.
     """
+    _require_ctap2(auth, U2F_NO_SLOTS)
     if count is None and auth.profile.rk_capacity is None:
         raise AdminError(
             f"the {auth.profile.name} profile has no slot limit, so it is never full; "
@@ -436,7 +465,7 @@ def load_private_key_pem(pem: bytes) -> tuple[int, bytes]:
     except (ValueError, Exception) as exc:  # cryptography raises several types for bad PEM
         raise AdminError(
             f"cannot read the private key ({exc.__class__.__name__}); give a PKCS#8 PEM "
-            "(-----BEGIN PRIVATE KEY-----) of a P-256, P-384 or Ed25519 key",
+            "(-----BEGIN PRIVATE KEY-----) of a P-256, P-384, Ed25519 or ML-DSA key",
             code="usage",
         ) from None
     try:
@@ -466,6 +495,8 @@ def add_credential(
     rp_problem = params.rp_id_problem(rp) if rp else "it must not be empty"
     if rp_problem:
         raise AdminError(f"--rp is not a usable RP ID: {rp_problem}", code="usage")
+    if resident:
+        _require_ctap2(auth, U2F_NO_SLOTS + "; add it --non-resident")
     alg, raw = load_private_key_pem(private_key_pem.encode())
     if alg not in auth.profile.algorithms:
         offered = ", ".join(ALG_NAMES.get(a, str(a)) for a in auth.profile.algorithms)
@@ -575,6 +606,7 @@ def reset(auth: Authenticator) -> dict[str, Any]:
 
 
 def pin_status(auth: Authenticator) -> dict[str, Any]:
+    _require_ctap2(auth, U2F_NO_PIN)
     return pin_state(auth)
 
 
@@ -626,11 +658,13 @@ def _pin_error(status: int, reason: str, auth: Authenticator | None = None) -> s
 
 
 def pin_set(auth: Authenticator, pin: str) -> dict[str, Any]:
+    _require_ctap2(auth, U2F_NO_PIN)
     _pin_call(_pin_api(auth, "set_pin"), pin)
     return pin_state(auth)
 
 
 def pin_change(auth: Authenticator, old: str, new: str) -> dict[str, Any]:
+    _require_ctap2(auth, U2F_NO_PIN)
     _pin_call(_pin_api(auth, "change_pin"), old, new, auth=auth)
     return pin_state(auth)
 
@@ -875,6 +909,7 @@ def pin_verify(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
     (``error``, one sentence; ``reason``, a short code), so `--json` callers get both. No PIN
     is needed (None) when the key has none or it is blocked: nothing could be checked.
     """
+    _require_ctap2(auth, U2F_NO_PIN)
     status = pin_state(auth)
     verdict: dict[str, Any]
     if not status["set"]:

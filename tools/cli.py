@@ -110,8 +110,14 @@ PROFILE_CHOICE = paths.profile_choice()
 )
 def demo(profile: str) -> None:
     """A two-minute walk-through: resident slots fill up, reset kills non-resident keys."""
+    from softkey.authenticator.profiles import get_profile
     from softkey.tools.demo import run_demo
 
+    if not get_profile(profile).ctap2:
+        raise CliUsageError(
+            f"the demo shows resident slots and reset, which the U2F-only {profile} profile "
+            "does not have; pick a CTAP2 profile"
+        )
     run_demo(profile)
 
 
@@ -453,6 +459,8 @@ def init(key_name: str | None, state_path: Path | None, profile: str | None, as_
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     """Profile, AAGUID, versions, slots, PIN and counters of a key."""
+    from softkey.authenticator.profiles import U2F
+
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=False) as backend:
         data = {**_key_header(ref, backend), **backend.call("info")}
@@ -476,6 +484,12 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
         "preview": "preview (0x41)",
         "full": "yes (0x0A)",
     }[data["credential_management"]]
+    config_text = _config_text(data.get("config") or {}, pin)
+    if data["ctap"] == U2F:  # no CTAP2: no slots, PIN, credential management or config
+        slot_text = "none (U2F key handles are kept by the relying party)"
+        pin_text = "none (U2F has no PIN)"
+        credman = "none"
+        config_text = "none (no authenticatorConfig)"
     rows = [
         ("key", f"{ref.label} ({'running' if data['running'] else 'not running'})"),
         ("state", data["state"]),
@@ -485,7 +499,7 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
         ("slots", slot_text),
         ("PIN", pin_text),
         ("cred mgmt", credman),
-        ("config", _config_text(data.get("config") or {}, pin)),
+        ("config", config_text),
         (
             "counters",
             f"{data['counters']['signatures']} signatures by "
@@ -783,8 +797,12 @@ def fill(
     check_rp_id(rp)
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True, create=True, profile=profile) as backend:
-        pin = _needs_pin(backend)
         before = backend.call("credentials", rp=rp)
+        if before["capacity"] == 0:  # only a U2F-only key has no slot at all
+            from softkey.tools.admin import U2F_NO_SLOTS
+
+            raise CliError(U2F_NO_SLOTS)
+        pin = _needs_pin(backend)
         if until_full and before["capacity"] is None:
             profile_name = backend.call("info")["profile"]
             raise CliUsageError(
@@ -856,7 +874,7 @@ def fill(
     "private_key",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="PKCS#8 PEM file of a P-256, P-384 or Ed25519 private key.",
+    help="PKCS#8 PEM file of a P-256, P-384, Ed25519 or ML-DSA (2.1+ profiles) private key.",
 )
 @click.option(
     "--credential-id",

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, unique
 
 from softkey.authenticator.environment import KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED
+from softkey.authenticator.profiles import Profile
 
 REPORT_SIZE = 64
 BROADCAST_CID = 0xFFFFFFFF
@@ -128,6 +129,21 @@ class Capability(IntFlag):
 
 
 DEFAULT_CAPABILITIES = Capability.WINK | Capability.CBOR
+
+
+def capabilities_for(profile: Profile) -> Capability:
+    """The INIT capability flags of a device of ``profile`` (§11.2.9.1.3): WINK always; CBOR
+    when it speaks CTAP2; NMSG only when it does not speak CTAP1/U2F (every profile does, so
+    never today). A U2F-only key sets neither CBOR nor NMSG, like the keys made before CTAP2,
+    and the engine then answers CTAPHID_CBOR with ERR_INVALID_CMD."""
+    capabilities = Capability.WINK
+    if profile.ctap2:
+        capabilities |= Capability.CBOR
+    if "U2F_V2" not in profile.versions:
+        capabilities |= Capability.NMSG
+    return capabilities
+
+
 # Requests the engine hands to the driver (everything else it answers itself).
 EXECUTED = (Command.CBOR, Command.MSG, Command.WINK)
 # Commands a host may not send: the device-to-host ones, and CTAPHID_LOCK. LOCK is optional
@@ -137,6 +153,8 @@ EXECUTED = (Command.CBOR, Command.MSG, Command.WINK)
 # any id over UDP). No mainstream client uses LOCK; it answers ERR_INVALID_CMD and the
 # U2F-era LOCK capability bit is never advertised, even if a caller asks for it.
 REFUSED = (Command.KEEPALIVE, Command.ERROR, Command.LOCK)
+# Requests that must carry data (a command byte at least); see ``_dispatch``.
+_NEEDS_DATA = (Command.CBOR, Command.MSG)
 _KEEPALIVE_STATUSES = (KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED)
 
 
@@ -509,6 +527,11 @@ class CtapHidEngine:
         elif not self._supported(command):
             out.append(error_report(cid, HidError.INVALID_CMD))
         elif command == Command.WINK and data:
+            out.append(error_report(cid, HidError.INVALID_LEN))
+        elif command in _NEEDS_DATA and not data:
+            # CTAPHID_MSG and CTAPHID_CBOR requests carry BCNT 1..(n+1) (§11.2.9.1.1,
+            # §11.2.9.1.2): at least the U2F/CTAP command byte. BCNT 0 is a framing error,
+            # answered here, not a CTAP1/CTAP2 request for the authenticator to refuse.
             out.append(error_report(cid, HidError.INVALID_LEN))
         else:
             self.request = Request(cid, command, data, now, peer)

@@ -21,7 +21,7 @@ from fido2.hid.base import CtapHidConnection, HidDescriptor
 from softkey.authenticator import Authenticator
 from softkey.authenticator.environment import Clock
 
-from .ctaphid import REPORT_SIZE, CtapHidEngine
+from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
 from .server import HidServer
 
 
@@ -47,7 +47,9 @@ class VirtualCtapDevice(CtapDevice):
 
     @property
     def capabilities(self) -> int:
-        return CAPABILITY.WINK | CAPABILITY.CBOR
+        # What INIT would say over HID: no CBOR on a U2F-only key, so python-fido2's
+        # Fido2Client falls back to CTAP1 here too.
+        return int(capabilities_for(self.authenticator.profile))
 
     def call(
         self,
@@ -57,6 +59,9 @@ class VirtualCtapDevice(CtapDevice):
         on_keepalive: Callable[[STATUS], None] | None = None,
     ) -> bytes:
         interaction = _Interaction(event, on_keepalive)
+        if cmd == CTAPHID.CBOR and not self.capabilities & CAPABILITY.CBOR:
+            # As over HID, where the engine answers ERR_INVALID_CMD (CTAP 2.1 §11.2.9.1.6).
+            raise CtapError(CtapError.ERR.INVALID_COMMAND)
         if cmd == CTAPHID.CBOR:
             return self.authenticator.handle_cbor(bytes(data), interaction)
         if cmd == CTAPHID.MSG:

@@ -26,7 +26,7 @@ from softkey.authenticator import Authenticator
 from softkey.authenticator.ctap import Status
 from softkey.authenticator.environment import Clock, SystemClock
 
-from .ctaphid import Command, CtapHidEngine, Report, Request
+from .ctaphid import Command, CtapHidEngine, Report, Request, capabilities_for
 
 log = logging.getLogger("softkey.transport")
 
@@ -68,7 +68,8 @@ class HidServer:
         tick_interval: float = TICK_INTERVAL,
     ) -> None:
         self.authenticator = authenticator
-        self.engine = engine or CtapHidEngine()
+        # INIT advertises what this authenticator speaks (a U2F-only key: no CBOR).
+        self.engine = engine or CtapHidEngine(capabilities=capabilities_for(authenticator.profile))
         self.clock: Clock = clock or SystemClock()
         self.after_request = after_request
         self.tick_interval = tick_interval

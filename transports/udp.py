@@ -25,7 +25,7 @@ from fido2.hid.base import CtapHidConnection, HidDescriptor
 from softkey.authenticator import Authenticator
 from softkey.authenticator.environment import Clock
 
-from .ctaphid import REPORT_SIZE, CtapHidEngine
+from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
 from .server import HidServer
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,7 +62,9 @@ class UdpTransport:
         self.server = HidServer(
             authenticator,
             self._send,
-            engine=CtapHidEngine(accept_any_channel=True),
+            engine=CtapHidEngine(
+                accept_any_channel=True, capabilities=capabilities_for(authenticator.profile)
+            ),
             clock=clock,
             after_request=after_request,
         )

@@ -36,7 +36,7 @@ from pathlib import Path
 from softkey.authenticator import Authenticator
 from softkey.authenticator.environment import Clock
 
-from .ctaphid import REPORT_SIZE, CtapHidEngine
+from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
 from .server import HidServer
 
 log = logging.getLogger("softkey.uhid")
@@ -342,7 +342,7 @@ class UhidDevice:
         self.server = HidServer(
             authenticator,
             self._send_report,
-            engine=CtapHidEngine(),
+            engine=CtapHidEngine(capabilities=capabilities_for(authenticator.profile)),
             clock=clock,
             after_request=after_request,
         )

@@ -244,7 +244,7 @@ def test_unknown_attestation_mode_is_refused() -> None:
     ],
 )
 def test_attestation_formats_preference(prefs: list, fmt: str) -> None:
-    ctap = Ctap2(VirtualCtapDevice(Authenticator("ctap2.1")))
+    ctap = Ctap2(VirtualCtapDevice(Authenticator("ctap2.2")))  # a CTAP 2.2 member (§6.1)
     att = raw_make(ctap, prefs=prefs)
     assert att.fmt == fmt
     if fmt == "none":
@@ -255,14 +255,15 @@ def test_attestation_formats_preference(prefs: list, fmt: str) -> None:
 
 
 def test_attestation_formats_preference_must_be_a_list() -> None:
-    ctap = Ctap2(VirtualCtapDevice(Authenticator("ctap2.1")))
+    ctap = Ctap2(VirtualCtapDevice(Authenticator("ctap2.2")))
     with pytest.raises(CtapError) as exc:
         raw_make(ctap, prefs="none")
     assert exc.value.code == ERR.CBOR_UNEXPECTED_TYPE
 
 
-def test_ctap2_0_ignores_attestation_formats_preference() -> None:
-    ctap = Ctap2(VirtualCtapDevice(Authenticator("ctap2.0")))
+@pytest.mark.parametrize("profile", ["ctap2.0", "ctap2.1"])
+def test_keys_before_2_2_ignore_attestation_formats_preference(profile: str) -> None:
+    ctap = Ctap2(VirtualCtapDevice(Authenticator(profile)))
     assert raw_make(ctap, prefs=["none"]).fmt == "packed"
 
 

@@ -98,14 +98,16 @@ def prf_first(results: Any) -> bytes:
 # -- getInfo -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(n for n, p in PROFILES.items() if p.ctap2))
 def test_get_info_lists_exactly_what_is_supported(profile: str) -> None:
     key = new_key(profile)
     info = key.ctap.info
     members = decode(raw(key.auth, Cmd.GET_INFO)[1:])
     expected = ["credProtect", "hmac-secret"]
-    if key.auth.profile.ctap == "2.1":
-        expected += ["hmac-secret-mc", "credBlob", "largeBlobKey", "minPinLength"]
+    if key.auth.profile.at_least("2.2"):
+        expected += ["hmac-secret-mc"]  # a CTAP 2.2 extension
+    if key.auth.profile.at_least("2.1"):
+        expected += ["credBlob", "largeBlobKey", "minPinLength"]
         assert info.max_cred_blob_length >= 32
         assert info.max_large_blob is not None and info.max_large_blob >= 1024
         assert info.options["largeBlobs"] is True
@@ -113,6 +115,8 @@ def test_get_info_lists_exactly_what_is_supported(profile: str) -> None:
         # No credBlob, no large blobs: their getInfo members are absent, not zero.
         assert 0x0F not in members and 0x0B not in members
         assert "largeBlobs" not in info.options
+    if key.auth.profile.at_least("2.2"):
+        expected += ["thirdPartyPayment"]
     assert info.extensions == expected
 
 
@@ -158,7 +162,7 @@ def hmac_get(key: Key, cred: bytes, version: int, salts: bytes, token: bytes | N
 
 
 def test_prf_round_trip_through_fido2_client_and_both_rp_libraries() -> None:
-    key = new_key()
+    key = new_key("ctap2.2")  # hmac-secret-mc at registration is CTAP 2.2
     server = Fido2Server(RP)
     salt = os.urandom(32)
     options, registration, credential = register(key, server, prf={"eval": {"first": salt}})
@@ -235,7 +239,7 @@ def test_hmac_secret_with_uv_differs_from_without(version: int) -> None:
 
 
 def test_prf_with_user_verification_through_fido2_client() -> None:
-    key = with_pin()
+    key = with_pin("ctap2.2")  # PRF results at registration need hmac-secret-mc (2.2)
     server = Fido2Server(RP)
     salt = os.urandom(32)
     _, registration, credential = register(key, server, uv=REQUIRED, prf={"eval": {"first": salt}})
@@ -301,13 +305,13 @@ def test_hmac_secret_errors() -> None:
     assert len(protocol.decrypt(shared, got.auth_data.extensions["hmac-secret"])) == 32
 
 
-def test_hmac_secret_mc_needs_hmac_secret_and_only_exists_on_2_1() -> None:
-    key = new_key()
+def test_hmac_secret_mc_needs_hmac_secret_and_only_exists_on_2_2() -> None:
+    key = new_key("ctap2.2")
     value, _, _ = hmac_secret_input(key, 2, os.urandom(32))
     assert status_of(make, key, extensions={"hmac-secret-mc": value}) == ERR.MISSING_PARAMETER
     assert status_of(make, key, extensions={"hmac-secret": "yes"}) == ERR.CBOR_UNEXPECTED_TYPE
-    old = new_key("ctap2.1-pre")
-    value, _, _ = hmac_secret_input(old, 1, os.urandom(32))
+    old = new_key("ctap2.1")  # hmac-secret-mc is a CTAP 2.2 extension
+    value, _, _ = hmac_secret_input(old, 2, os.urandom(32))
     att = make(old, extensions={"hmac-secret": True, "hmac-secret-mc": value})
     assert att.auth_data.extensions == {"hmac-secret": True}  # -mc ignored: not supported
 

@@ -55,6 +55,7 @@ def test_enums_match_python_fido2() -> None:
         "BE": PERM.BIO_ENROLL,
         "LBW": PERM.LARGE_BLOB_WRITE,
         "ACFG": PERM.AUTHENTICATOR_CFG,
+        "PCMR": PERM.PERSISTENT_CREDENTIAL_MGMT,  # CTAP 2.2
     }
 
 

@@ -15,7 +15,7 @@ from fido2.ctap2.pin import ClientPin
 from softkey.authenticator import PROFILES, Authenticator, get_profile
 from softkey.authenticator.ctap import InfoKey
 from softkey.authenticator.ctap2 import get_info
-from softkey.authenticator.profiles import CTAP2_0, CTAP2_1, CTAP2_1_PRE
+from softkey.authenticator.profiles import CTAP2_0, CTAP2_1, CTAP2_1_PRE, CTAP2_2, U2F
 from softkey.tools.dev import gen_profiles_doc
 from softkey.transports.inprocess import VirtualCtapDevice
 
@@ -41,20 +41,30 @@ OPTIONS_2_1 = OPTIONS_2_1_PRE | {
     "makeCredUvNotRqd",
     "alwaysUv",
 }
+OPTIONS_2_2 = OPTIONS_2_1 | {"perCredMgmtRO"}
 MEMBERS = {
     CTAP2_0: set(range(0x01, 0x07)),
     CTAP2_1_PRE: set(range(0x01, 0x0B)),
     CTAP2_1: set(range(0x01, 0x16)),
+    CTAP2_2: set(range(0x01, 0x1E)),  # up to maxPINLength (0x1D)
 }
-ALLOWED_OPTIONS = {CTAP2_0: OPTIONS_2_0, CTAP2_1_PRE: OPTIONS_2_1_PRE, CTAP2_1: OPTIONS_2_1}
+ALLOWED_OPTIONS = {
+    CTAP2_0: OPTIONS_2_0,
+    CTAP2_1_PRE: OPTIONS_2_1_PRE,
+    CTAP2_1: OPTIONS_2_1,
+    CTAP2_2: OPTIONS_2_2,
+}
+# Profiles with a getInfo: all but the U2F-only key (tests/transports/test_u2f_profile.py).
+CTAP2_PROFILES = [name for name, profile in PROFILES.items() if profile.ctap2]
 VERSIONS = {
     CTAP2_0: ["U2F_V2", "FIDO_2_0"],
     CTAP2_1_PRE: ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE"],
     CTAP2_1: ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"],
+    CTAP2_2: ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"],
 }
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", CTAP2_PROFILES)
 def test_get_info_is_what_the_version_defines(name: str) -> None:
     profile = get_profile(name)
     info = get_info(Authenticator(profile))
@@ -79,7 +89,7 @@ def test_get_info_is_what_the_version_defines(name: str) -> None:
         assert info[K.MAX_CREDENTIAL_COUNT_IN_LIST] == profile.max_cred_count_in_list
         assert 64 <= info[K.MAX_CREDENTIAL_ID_LENGTH] <= 255
         assert [a["alg"] for a in info[K.ALGORITHMS]] == list(profile.algorithms)
-    if profile.ctap == CTAP2_1:
+    if profile.ctap in (CTAP2_1, CTAP2_2):
         for option in ("credMgmt", "credentialMgmtPreview", "pinUvAuthToken", "authnrCfg",
                        "setMinPINLength", "makeCredUvNotRqd"):  # fmt: skip
             assert options[option] is True, option
@@ -106,6 +116,8 @@ def test_get_info_is_what_the_version_defines(name: str) -> None:
         ("ctap2.0", CTAP2_0, 25),
         ("ctap2.1-pre", CTAP2_1_PRE, 25),
         ("ctap2.1", CTAP2_1, 25),
+        ("ctap2.2", CTAP2_2, 25),
+        ("u2f", U2F, 0),
     ],
 )
 def test_presets(name: str, ctap: str, capacity: int | None) -> None:
@@ -115,16 +127,18 @@ def test_presets(name: str, ctap: str, capacity: int | None) -> None:
     assert sum(p.aaguid == profile.aaguid for p in PROFILES.values()) == 1
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", CTAP2_PROFILES)
 def test_what_python_fido2_concludes(name: str) -> None:
     profile = get_profile(name)
     auth = Authenticator(profile)
     info = Ctap2(VirtualCtapDevice(auth)).info
     assert ClientPin.is_supported(info)
-    assert ClientPin.is_token_supported(info) is (profile.ctap == CTAP2_1)
+    at_least_2_1 = profile.ctap in (CTAP2_1, CTAP2_2)
+    assert ClientPin.is_token_supported(info) is at_least_2_1
     assert CredentialManagement.is_supported(info) is (profile.ctap != CTAP2_0)
-    assert CredentialManagement.is_update_supported(info) is (profile.ctap == CTAP2_1)
-    assert Config.is_supported(info) is (profile.ctap == CTAP2_1)
+    assert CredentialManagement.is_update_supported(info) is at_least_2_1
+    assert CredentialManagement.is_readonly_supported(info) is (profile.ctap == CTAP2_2)
+    assert Config.is_supported(info) is at_least_2_1
     auth.set_pin("1234")
     info = Ctap2(VirtualCtapDevice(auth)).info
     assert info.options["clientPin"] is True
@@ -145,5 +159,7 @@ def test_docs_show_each_profile_get_info() -> None:
     text = gen_profiles_doc.DOC.read_text()
     for profile in PROFILES.values():
         assert f"## `{profile.name}`" in text
+        if not profile.ctap2:
+            continue  # no getInfo to show
         info = gen_profiles_doc.profile_info(profile)
         assert gen_profiles_doc._cell(K.OPTIONS, info[K.OPTIONS]) in text

@@ -282,12 +282,12 @@ def test_enable_ep_elsewhere_names_the_profiles_that_have_it(run: Run, data_home
     lines = refused.stderr.strip().splitlines()
     assert lines == [
         'Error: the nitrokey-3 profile has no enterprise attestation (no "ep" in getInfo); '
-        "profiles with it: ctap2.1 (see `softkey profiles`)"
+        "profiles with it: ctap2.1, ctap2.2 (see `softkey profiles`)"
     ]
     assert "ep" not in _info(state).options
     # The list is what `softkey profiles` shows.
     listed = _json(run("profiles", "--json"))["profiles"]
-    assert [p["name"] for p in listed if "ep" in p["options"]] == ["ctap2.1"]
+    assert [p["name"] for p in listed if "ep" in p["options"]] == ["ctap2.1", "ctap2.2"]
 
 
 # -- profiles without authenticatorConfig -------------------------------------------------------
@@ -303,8 +303,8 @@ def test_profiles_without_authenticator_config(
     # No SOFTKEY_PIN: the refusal comes before anybody is asked for a PIN.
     refused = run(*verb, code=1)
     assert refused.stderr.strip() == (
-        f"Error: the {profile} {NO_CONFIG}; profiles with it: ctap2.1, nitrokey-3, "
-        "unlimited-rk (see `softkey profiles`)"
+        f"Error: the {profile} {NO_CONFIG}; profiles with it: ctap2.1, ctap2.2, "
+        "nitrokey-3, unlimited-rk (see `softkey profiles`)"
     )
     assert _retries(state) == 8
     assert "authnrCfg" not in _info(state).options

@@ -229,6 +229,7 @@ def _handle(
     auth.store.update_user(
         cred.credential_id, get_name(user, "name"), get_name(user, "displayName")
     )
+    auth.events.emit("credentialUpdated", rp_id=cred.rp_id, credential_id=cred.credential_id)
     return None
 
 
@@ -301,7 +302,7 @@ def _credential_entry(auth: Authenticator, cred: ResidentCredential) -> dict:
         R.CRED_PROTECT: cred.cred_protect,
     }
     # The public key is derived from the wrapped private key inside the ID.
-    secrets = auth.wrapper.unwrap(cred.credential_id, cred.rp_id_hash)
+    secrets = auth.secrets_of(cred.credential_id, cred.rp_id_hash)  # imported ones too
     if secrets is not None:
         entry[R.PUBLIC_KEY] = cose.public_cose(secrets.alg, secrets.private_key)
     if cred.large_blob_key is not None:

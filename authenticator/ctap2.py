@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import cbor, cose, ctap1, persistent_token, pin_complexity
+from . import backup, cbor, cose, ctap1, events, persistent_token, pin_complexity
 from . import extensions as ext
 from .attestation import SUPPORTED_FORMATS
 from .ctap import (
@@ -240,6 +240,8 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
         + cbor.encode(cose.public_cose(alg, key))
     )
     ext_out = requested.outputs(auth, secrets, uv, rp_id)
+    # BE/BS (backup.py): the profile's default for a new credential, off on every preset.
+    flags |= backup.flags(auth, credential_id)
     data = auth_data(rp_hash, flags, 0, attested, ext_out or None)
     # attestationFormatsPreference (0x0B) is a CTAP 2.2 member (§6.1); earlier profiles ignore
     # it as an unknown member.
@@ -251,6 +253,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     )
     if large_blob_key is not None:
         response[MakeCredentialResponseKey.LARGE_BLOB_KEY] = large_blob_key
+    events.credential_added(auth.events, rp_id, credential_id, data, resident=rk)
     return response
 
 
@@ -284,6 +287,7 @@ def _assertion(
 ) -> dict:
     ext_out, large_blob_key = ext.assertion_outputs(extensions, cand, uv)
     counter = auth.next_counter(cand.credential_id)
+    flags |= backup.flags(auth, cand.credential_id)  # BE/BS as set for this credential
     data = auth_data(rp_hash, flags, counter, extensions=ext_out or None)
     signature = cose.sign(cand.secrets.alg, cand.secrets.private_key, data + client_data_hash)
     R = GetAssertionResponseKey
@@ -386,7 +390,10 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
             expires=auth.clock.monotonic() + NEXT_ASSERTION_TIMEOUT,
             extensions=requested,
         )
-    return _assertion(auth, first, rp_hash, client_data_hash, flags, uv, number, requested)
+    response = _assertion(auth, first, rp_hash, client_data_hash, flags, uv, number, requested)
+    data = response[GetAssertionResponseKey.AUTH_DATA]
+    events.credential_asserted(auth.events, rp_id, first.credential_id, data)
+    return response
 
 
 def get_next_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
@@ -400,7 +407,7 @@ def get_next_assertion(auth: Authenticator, params: dict, interaction: Interacti
     cand = pending.remaining.pop(0)
     if not pending.remaining:
         auth.pending = None
-    return _assertion(
+    response = _assertion(
         auth,
         cand,
         pending.rp_hash,
@@ -410,6 +417,11 @@ def get_next_assertion(auth: Authenticator, params: dict, interaction: Interacti
         None,
         pending.extensions,
     )
+    # Only discoverable credentials come one by one, so the record names the RP.
+    rp_id = cand.resident.rp_id if cand.resident is not None else None
+    data = response[GetAssertionResponseKey.AUTH_DATA]
+    events.credential_asserted(auth.events, rp_id, cand.credential_id, data)
+    return response
 
 
 # -- getInfo, selection, reset ----------------------------------------------------------------
@@ -437,7 +449,9 @@ def get_info(auth: Authenticator) -> dict:
     if profile.ctap != CTAP2_0:
         # Members 0x07-0x0A appeared with FIDO_2_1_PRE.
         info[K.MAX_CREDENTIAL_COUNT_IN_LIST] = profile.max_cred_count_in_list
-        info[K.MAX_CREDENTIAL_ID_LENGTH] = MAX_ID_LEN
+        # An imported credential's ID (imported.py) may be longer than the key's own: say
+        # so, or platforms drop it from allowList (python-fido2 filters by this length).
+        info[K.MAX_CREDENTIAL_ID_LENGTH] = max(MAX_ID_LEN, auth.store.longest_imported_id())
         info[K.TRANSPORTS] = ["usb"]
         info[K.ALGORITHMS] = [{"alg": a, "type": "public-key"} for a in auth.algorithms]
     if profile.at_least(CTAP2_1):

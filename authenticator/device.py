@@ -14,9 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cbor, config, cose, counters, credman, ctap1, ctap2, extensions, large_blobs
+from . import (
+    bio_enrollment,
+    cbor,
+    config,
+    cose,
+    counters,
+    credman,
+    ctap1,
+    ctap2,
+    extensions,
+    imported,
+    large_blobs,
+)
 from .attestation import DEFAULT_MODE as DEFAULT_ATTESTATION
 from .attestation import Attestation
+from .builtin_uv import ScriptedVerifier, UserVerifier
 from .ctap import MAX_MSG_SIZE, Cmd, CtapError, Status
 from .environment import (
     AutoPresence,
@@ -30,7 +43,9 @@ from .environment import (
     Verdict,
     system_random,
 )
-from .keywrap import MASTER_KEY_LEN, KeyWrapper
+from .events import EventBus
+from .faults import Faults, Hold
+from .keywrap import MASTER_KEY_LEN, CredentialSecrets, KeyWrapper
 from .params import request_map
 from .pin import PinUv, client_pin
 from .profiles import DEFAULT_PROFILE, Profile, get_profile
@@ -48,6 +63,10 @@ class Outcome:
     command: int
     status: Status
     reason: str
+    # Injected faults that changed this answer (labels, faults.py) and what the transport
+    # must do with it (a delay, or no answer at all).
+    faults: tuple[str, ...] = ()
+    hold: Hold | None = None
 
 
 class Authenticator:
@@ -67,10 +86,18 @@ class Authenticator:
         random: RandomSource = system_random,
         attestation: str = DEFAULT_ATTESTATION,
         counter_mode: str | None = None,
+        verifier: UserVerifier | None = None,
     ) -> None:
+        # Runtime only, never stored: what the key did (events.py) and what it is told to get
+        # wrong (faults.py).
+        self.events = EventBus()
+        self.faults = Faults()
         self.store = Store(state)
         self.clock: Clock = clock or SystemClock()
         self.presence: Presence = presence or AutoPresence()
+        # Fingerprint checks (profiles with a sensor, builtin_uv.py); by default they are
+        # asked like a touch, of ``presence``.
+        self.verifier: UserVerifier = verifier or ScriptedVerifier()
         self.random = random
         self.profile = self._resolve_profile(profile)
         master = self.store.get_meta("master_key")
@@ -98,10 +125,17 @@ class Authenticator:
         self._handlers.update(config.handlers(self.profile))
         large_blob_handlers = large_blobs.handlers(self.profile)
         self._handlers.update(large_blob_handlers)
+        bio_handlers = bio_enrollment.handlers(self.profile)
+        self._handlers.update(bio_handlers)
         # Which command continues which pending state (all others clear it). Credential
         # management clears it itself unless the subcommand is the matching getNext*;
-        # largeBlobs keeps only its own write in progress.
-        self._continuations = {Cmd.GET_NEXT_ASSERTION, *credman_handlers, *large_blob_handlers}
+        # largeBlobs keeps only its own write in progress; bio enrollment only its capture.
+        self._continuations = {
+            Cmd.GET_NEXT_ASSERTION,
+            *credman_handlers,
+            *large_blob_handlers,
+            *bio_handlers,
+        }
 
     # -- construction -------------------------------------------------------------------
 
@@ -139,8 +173,15 @@ class Authenticator:
     # -- what transports call -------------------------------------------------------------
 
     def handle_cbor(self, request: bytes, interaction: Interaction | None = None) -> bytes:
-        """One CTAP2 request (command byte + CBOR) to one response (status + CBOR)."""
+        """One CTAP2 request (command byte + CBOR) to one response (status + CBOR).
+
+        Injected faults (faults.py) sit in front of the device while any is set."""
         interaction = interaction or NoInteraction()
+        if self.faults.active:
+            return self.faults.handle(self, request, interaction, self._handle_cbor)
+        return self._handle_cbor(request, interaction)
+
+    def _handle_cbor(self, request: bytes, interaction: Interaction) -> bytes:
         command = request[0] if request else -1
         try:
             if not self.profile.ctap2:
@@ -228,9 +269,12 @@ class Authenticator:
         allow_denied: bool = False,
     ) -> None:
         """Ask the person; raise the spec's status unless they approved."""
+        self.events.emit("presenceRequested", rp_id=rp_id, purpose=purpose)
         verdict = self.presence.confirm(PresenceRequest(purpose, rp_id, user_name), interaction)
         if verdict is Verdict.APPROVED:
+            self.events.emit("presenceApproved", rp_id=rp_id, purpose=purpose)
             return
+        self.events.emit("presenceDenied", rp_id=rp_id, purpose=purpose, verdict=verdict.value)
         if verdict is Verdict.CANCELLED:
             raise CtapError(Status.KEEPALIVE_CANCEL, "the platform cancelled the request")
         if allow_denied:
@@ -241,7 +285,7 @@ class Authenticator:
 
     def locate(self, credential_id: bytes, rp_hash: bytes) -> ctap2.Candidate | None:
         """A credential of this device for this RP, or None ("not mine")."""
-        secrets = self.wrapper.unwrap(credential_id, rp_hash)
+        secrets = self.secrets_of(credential_id, rp_hash)
         if secrets is None:
             return None
         resident = None
@@ -252,6 +296,14 @@ class Authenticator:
             if resident is None:
                 return None
         return ctap2.Candidate(credential_id, secrets, resident)
+
+    def secrets_of(self, credential_id: bytes, rp_hash: bytes) -> CredentialSecrets | None:
+        """The secrets of one of this key's IDs for this RP: its own format first, then an
+        imported credential's (any ID, imported.py); None if neither."""
+        secrets = self.wrapper.unwrap(credential_id, rp_hash)
+        if secrets is None:
+            secrets = imported.unseal(self, credential_id, rp_hash)
+        return secrets
 
     def next_counter(self, credential_id: bytes) -> int:
         return counters.next_value(self.store, self.counter_mode, credential_id)
@@ -268,6 +320,7 @@ class Authenticator:
         self.wrapper = KeyWrapper(self._new_master_key(), self.random)
         self.pending = None
         self.pin_uv = PinUv(self)
+        self.events.emit("reset")
 
     # -- admin API (CLI, tests) --------------------------------------------------------------
 
@@ -287,7 +340,12 @@ class Authenticator:
 
     def delete_credential(self, credential_id: bytes) -> bool:
         self.pending = None
-        return self.store.delete_resident(credential_id)
+        record = self.store.get_resident(credential_id)
+        deleted = self.store.delete_resident(credential_id)
+        if deleted:
+            rp_id = record.rp_id if record is not None else None
+            self.events.emit("credentialDeleted", rp_id=rp_id, credential_id=credential_id)
+        return deleted
 
     def set_pin(self, pin: str) -> None:
         """Set the first PIN (offline; same policy as clientPIN setPIN). Raises CtapError."""

@@ -1,7 +1,8 @@
 """authenticatorClientPIN, PIN/UV auth protocols 1 and 2, and the pinUvAuthToken gatekeeper.
 
-CTAP 2.1 §6.5. The device has no built-in user verification: "UV" means a pinUvAuthToken
-obtained with the PIN. ``PinUv`` is the one object that knows the PIN state and the token:
+CTAP 2.1 §6.5. "UV" means a pinUvAuthToken obtained with the PIN, or, on profiles with a
+fingerprint sensor, built-in UV (builtin_uv.py: the uv option, clientPIN 0x06/0x07).
+``PinUv`` is the one object that knows the PIN state and the token:
 
 - the clientPIN command (getRetries, getKeyAgreement, setPIN, changePIN, getPinToken,
   getPinUvAuthTokenUsingPinWithPermissions on 2.1 profiles);
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import persistent_token, pin_complexity
+from .builtin_uv import BuiltinUv
 from .ctap import CtapError, InfoKey, Status
 from .environment import Interaction, RandomSource
 from .params import get, opt
@@ -283,6 +285,8 @@ class PinUv:
         self._mismatches = 0
         self._token = TokenState(token=auth.random(TOKEN_LEN))
         self._request_used_token = False
+        self._request_used_builtin_uv = False
+        self.builtin = BuiltinUv(auth)  # the fingerprint sensor, if the profile has one
 
     # -- persistent state ------------------------------------------------------------------
 
@@ -328,6 +332,7 @@ class PinUv:
         if profile.make_cred_uv_not_rqd:
             # With alwaysUv on, every makeCredential needs UV, so this must read false.
             options["makeCredUvNotRqd"] = not self.always_uv
+        options.update(self.builtin.info_options())  # uv, bioEnroll...: builtin_uv.py
         return options
 
     def info_members(self) -> dict[int, Any]:
@@ -342,6 +347,7 @@ class PinUv:
             members[InfoKey.MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH] = (
                 profile.max_rpids_for_set_min_pin_length
             )
+        members.update(self.builtin.info_members())  # uvModality...: builtin_uv.py
         return members
 
     # -- power --------------------------------------------------------------------------------
@@ -416,7 +422,13 @@ class PinUv:
             self.auth.profile.pin_uv_auth_token
         ):
             return self._get_token(params, self._protocol(version), with_permissions=True)
-        # 0x06/0x07 need a built-in UV method (fingerprint...): this key has none.
+        # 0x06/0x07 need a built-in UV method: a fingerprint sensor (builtin_uv.py).
+        if sub == C.GET_UV_RETRIES and self.builtin.sensor is not None:
+            return self.builtin.get_retries()
+        if sub == C.GET_PIN_UV_AUTH_TOKEN_USING_UV_WITH_PERMISSIONS and (
+            self.builtin.sensor is not None and self.auth.profile.pin_uv_auth_token
+        ):
+            return self.builtin.get_token(self, params, self._protocol(version), interaction)
         raise CtapError(Status.INVALID_SUBCOMMAND, f"clientPIN subcommand 0x{sub:02x} unsupported")
 
     def _get_retries(self) -> dict:
@@ -571,6 +583,7 @@ class PinUv:
             raise CtapError(Status.PIN_INVALID, f"wrong PIN ({retries} retries left)")
         store.set_int(META_PIN_RETRIES, self.auth.profile.pin_retries)
         self._mismatches = 0
+        self.builtin.pin_verified()  # a right PIN unblocks the fingerprint sensor
 
     def _decrypt_new_pin(self, protocol: PinProtocol, shared: bytes, new_pin_enc: bytes) -> bytes:
         padded = protocol.decrypt(shared, new_pin_enc)
@@ -598,12 +611,14 @@ class PinUv:
 
     def _store_pin(self, pin: bytes) -> None:
         store = self.auth.store
+        change = "changed" if self.is_set else "set"
         with store.transaction():
             store.set_meta(META_PIN_HASH, pin_hash(pin))
             store.set_int(META_PIN_CODE_POINTS, len(pin.decode("utf-8")))
             store.set_int(META_PIN_RETRIES, self.auth.profile.pin_retries)
             store.delete_meta(META_FORCE_PIN_CHANGE)
             persistent_token.renew(self.auth)  # CTAP 2.2: a new PIN, a new persistent token
+        self.auth.events.emit("pinChanged", change=change)  # never the PIN or its hash
 
     def _replace_pin(self, new_pin: bytes) -> None:
         if self.force_change and hmac.compare_digest(
@@ -635,6 +650,7 @@ class PinUv:
         2.0 and 2.1-pre profiles (which differ only in error codes here).
         """
         self._request_used_token = False
+        self._request_used_builtin_uv = False
         profile = self.auth.profile
         v21 = profile.at_least(CTAP2_1)
         if pin_uv_auth_param is not None and len(pin_uv_auth_param) == 0:
@@ -667,9 +683,13 @@ class PinUv:
             )
             self._request_used_token = True
             return True
-        if options.get("uv"):
-            status = Status.INVALID_OPTION if v21 else Status.UNSUPPORTED_OPTION
-            raise CtapError(status, "this key has no built-in user verification; use the PIN")
+        if options.get("uv") or self.builtin.implied_by_always_uv(
+            self.always_uv, permission, options
+        ):
+            # Built-in UV (builtin_uv.py; refused on keys without a fingerprint sensor). The
+            # finger on the sensor is the user's presence too (§6.1.2 step 14).
+            self._request_used_builtin_uv = self.builtin.uv_option(permission, rp_id, interaction)
+            return True
         if self.always_uv and (permission == "mc" or options.get("up", True)):
             if self.is_set:
                 raise CtapError(Status.PUAT_REQUIRED, "alwaysUv is on: a PIN token is required")
@@ -738,6 +758,8 @@ class PinUv:
         (§6.1.2 step 14, §6.2.2 step 9).
         """
         token = self._token
+        if self._request_used_builtin_uv:
+            return  # the finger on the sensor (built-in UV) was the touch
         used = self._request_used_token and not token.legacy
         if not (used and token.in_use and token.user_present):
             self.auth.confirm_presence(purpose, rp_id, interaction, **kw)
@@ -808,6 +830,7 @@ class PinUv:
             "retries": self.retries,
             "force_change": self.force_change,
             "min_length": self.min_length,
+            **self.builtin.status(),  # uv_retries
         }
 
 

@@ -1,7 +1,8 @@
 """What each CTAP version advertises and accepts, and device presets. Data, not subclasses.
 
 Base profiles follow the table in DESIGN.md; presets add the slot capacities the seeds cite
-(YubiKey 5: 25, SoloKey: 50, Nitrokey 3: 10, Nitrokey FIDO2: 8). What a CTAP version adds
+(YubiKey 5: 25, SoloKey: 50, Nitrokey 3: 10, Nitrokey FIDO2: 8) and, for yubikey-bio, a
+fingerprint sensor (``BioSensor``: built-in UV and bio enrollment). What a CTAP version adds
 (PIN protocol 2, permission-scoped tokens, makeCredUvNotRqd, authenticatorConfig; in 2.2 the
 persistent pcmr token and a PIN complexity policy) is set per version in ``_base``, and
 ``Profile.at_least`` tells code whether a version's feature applies; docs/profiles.md
@@ -46,6 +47,29 @@ def _aaguid(name: str) -> bytes:
 # quirk with the evidence for it, and docs/profiles.md prints the list.
 PIN_RETRIES_WITHOUT_PIN = "pin_retries_without_pin"
 KNOWN_QUIRKS = frozenset({PIN_RETRIES_WITHOUT_PIN})
+
+
+@dataclass(frozen=True)
+class BioSensor:
+    """A built-in fingerprint sensor: built-in user verification (builtin_uv.py) and
+    authenticatorBioEnrollment (bio_enrollment.py), CTAP 2.1 §6.5.5.7.3 and §6.7.
+
+    The numbers follow the YubiKey Bio series where Yubico documents them (3 fingerprint
+    attempts before the PIN is required, 5 fingerprints, 15-byte names); the samples per
+    enrollment are a choice (a real sensor decides by image quality).
+    """
+
+    max_templates: int = 5  # enrollBegin on a full key: CTAP2_ERR_FP_DATABASE_FULL
+    samples: int = 4  # maxCaptureSamplesRequiredForEnroll: good samples per finger
+    max_uv_retries: int = 3  # uvRetries after a match or a right PIN
+    # getInfo preferredPlatformUvAttempts (0x11): fingerprint tries a platform makes before
+    # it offers the PIN (CTAP 2.1 §6.4).
+    preferred_platform_uv_attempts: int = 3
+    max_template_friendly_name: int = 15  # bytes (getFingerprintSensorInfo 0x08)
+    fingerprint_kind: int = 1  # 1: touch sensor, 2: swipe sensor (§6.7.3)
+    # getInfo uvModality (0x12): USER_VERIFY_FINGERPRINT_INTERNAL in the FIDO registry of
+    # predefined values.
+    uv_modality: int = 0x00000002
 
 
 @dataclass(frozen=True)
@@ -121,11 +145,23 @@ class Profile:
     preview_accepts_pin_token: bool = True
     # Where this preset follows its vendor's observed behaviour instead of the spec.
     quirks: tuple[Quirk, ...] = ()
+    # Backup flags BE/BS every credential of the key gets unless set per credential
+    # (backup.py): a testing aid for synced-passkey RP logic, off on every preset (real
+    # security keys never set them). BS without BE is refused (WebAuthn §6.1.3).
+    backup_eligible: bool = False
+    backup_state: bool = False
+    # A fingerprint sensor (built-in UV, bio enrollment); None: the PIN is the only UV.
+    bio: BioSensor | None = None
 
     def __post_init__(self) -> None:
         unknown = [q.name for q in self.quirks if q.name not in KNOWN_QUIRKS]
         if unknown:
             raise ValueError(f"profile {self.name!r}: unknown quirks {unknown}")
+        if self.backup_state and not self.backup_eligible:
+            raise ValueError(f"profile {self.name!r}: backup_state needs backup_eligible")
+        if self.bio is not None and not self.at_least(CTAP2_1_PRE):
+            # authenticatorBioEnrollment appeared with FIDO_2_1_PRE (0x40) and 2.1 (0x09).
+            raise ValueError(f"profile {self.name!r}: a fingerprint sensor needs CTAP 2.1-pre+")
 
     def has_quirk(self, name: str) -> bool:
         return any(q.name == name for q in self.quirks)
@@ -241,6 +277,13 @@ PROFILES: dict[str, Profile] = {
                     "2.2.1's ClientPin.get_pin_retries does not special-case it (it raises)",
                 ),
             ),
+        ),
+        _base(
+            "yubikey-bio",
+            CTAP2_1,
+            "YubiKey Bio-like: 2.1, 25 slots, fingerprint sensor (built-in UV, bio enrollment)",
+            rk_capacity=25,
+            bio=BioSensor(),
         ),
         _base("solokey", CTAP2_1_PRE, "SoloKey-like: 2.1-pre, 50 slots", rk_capacity=50),
         _base("nitrokey-3", CTAP2_1, "Nitrokey 3-like: 2.1, 10 slots", rk_capacity=10),

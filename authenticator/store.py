@@ -24,7 +24,9 @@ from . import private_files
 
 # 2: credentials.created_at (wall-clock seconds; NULL for rows written by schema 1).
 # 3: credentials.user_icon (user.icon on profiles that keep it; NULL for older rows).
-SCHEMA_VERSION = 3
+# 4: tables imported_credentials (credentials with any ID, authenticator/imported.py) and
+#    credential_properties (per-credential backup flags BE/BS, authenticator/backup.py).
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -49,6 +51,21 @@ CREATE TABLE IF NOT EXISTS credentials (
 CREATE TABLE IF NOT EXISTS counters (
     credential_hash BLOB PRIMARY KEY,
     value           INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imported_credentials (
+    credential_id BLOB PRIMARY KEY,      -- any bytes the operator chose (1-1023)
+    rp_id         TEXT NOT NULL,
+    rp_id_hash    BLOB NOT NULL,
+    resident      INTEGER NOT NULL,      -- 1: also a row of credentials (it takes a slot)
+    user_id       BLOB,                  -- a non-resident one's user handle, listing only
+    nonce         BLOB NOT NULL,
+    sealed        BLOB NOT NULL,         -- AES-256-GCM of the secrets (imported.py)
+    created_at    INTEGER
+);
+CREATE TABLE IF NOT EXISTS credential_properties (
+    credential_id   BLOB PRIMARY KEY,
+    backup_eligible INTEGER NOT NULL,
+    backup_state    INTEGER NOT NULL
 );
 """
 
@@ -98,6 +115,36 @@ def _row(row: tuple) -> ResidentCredential:
         user_icon=row[9],
         created=row[10],
         created_at=row[11],
+    )
+
+
+@dataclass(frozen=True)
+class ImportedRow:
+    """A row of imported_credentials: the private key stays sealed (imported.py opens it)."""
+
+    credential_id: bytes
+    rp_id: str
+    rp_id_hash: bytes
+    resident: bool
+    user_id: bytes | None
+    nonce: bytes
+    sealed: bytes
+    created_at: int | None = None
+
+
+_IMPORTED_COLUMNS = "credential_id, rp_id, rp_id_hash, resident, user_id, nonce, sealed, created_at"
+
+
+def _imported_row(row: tuple) -> ImportedRow:
+    return ImportedRow(
+        credential_id=bytes(row[0]),
+        rp_id=row[1],
+        rp_id_hash=bytes(row[2]),
+        resident=bool(row[3]),
+        user_id=bytes(row[4]) if row[4] is not None else None,
+        nonce=bytes(row[5]),
+        sealed=bytes(row[6]),
+        created_at=row[7],
     )
 
 
@@ -242,6 +289,7 @@ class Store:
                     self._db.execute("ALTER TABLE credentials ADD COLUMN created_at INTEGER")
                 if "user_icon" not in columns:  # schema 2 -> 3
                     self._db.execute("ALTER TABLE credentials ADD COLUMN user_icon TEXT")
+                # schema 3 -> 4: the two new tables come from _SCHEMA's CREATE IF NOT EXISTS.
                 if version is None or int(version) < SCHEMA_VERSION:
                     self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
         except sqlite3.DatabaseError as exc:
@@ -394,6 +442,7 @@ class Store:
                     "DELETE FROM counters WHERE credential_hash = ?",
                     (counter_key(old.credential_id),),
                 )
+                self._forget_extras(old.credential_id)
             db.execute(
                 f"INSERT INTO credentials ({_FIELDS}, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
@@ -428,7 +477,93 @@ class Store:
             db.execute(
                 "DELETE FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
             )
+            if cur.rowcount > 0:
+                self._forget_extras(credential_id)
             return cur.rowcount > 0
+
+    # -- imported credentials and credential properties (schema 4) ---------------------------
+    # Rows only: authenticator/imported.py seals and opens the keys, authenticator/backup.py
+    # reads the flags. A resident imported credential is a row of both credentials (its slot)
+    # and imported_credentials (its key); deleting the slot deletes the key with it.
+
+    def _forget_extras(self, credential_id: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM imported_credentials WHERE credential_id = ?", (credential_id,))
+            db.execute(
+                "DELETE FROM credential_properties WHERE credential_id = ?", (credential_id,)
+            )
+
+    def put_imported(self, row: ImportedRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO imported_credentials (credential_id, rp_id, rp_id_hash, resident, "
+                "user_id, nonce, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "CAST(strftime('%s', 'now') AS INTEGER))",
+                (
+                    row.credential_id,
+                    row.rp_id,
+                    row.rp_id_hash,
+                    int(row.resident),
+                    row.user_id,
+                    row.nonce,
+                    row.sealed,
+                ),
+            )
+
+    def get_imported(self, credential_id: bytes) -> ImportedRow | None:
+        row = self._db.execute(
+            f"SELECT {_IMPORTED_COLUMNS} FROM imported_credentials WHERE credential_id = ?",
+            (credential_id,),
+        ).fetchone()
+        return _imported_row(row) if row else None
+
+    def list_imported(self) -> list[ImportedRow]:
+        """Most recent first."""
+        rows = self._db.execute(
+            f"SELECT {_IMPORTED_COLUMNS} FROM imported_credentials ORDER BY created_at DESC, "
+            "rowid DESC"
+        ).fetchall()
+        return [_imported_row(r) for r in rows]
+
+    def delete_imported(self, credential_id: bytes) -> bool:
+        """Forget a non-resident imported credential (a resident one goes with its slot)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM imported_credentials WHERE credential_id = ?", (credential_id,)
+            )
+            db.execute(
+                "DELETE FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
+            )
+            db.execute(
+                "DELETE FROM credential_properties WHERE credential_id = ?", (credential_id,)
+            )
+            return cur.rowcount > 0
+
+    def longest_imported_id(self) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(LENGTH(credential_id)), 0) FROM imported_credentials"
+        ).fetchone()
+        return int(row[0])
+
+    def get_properties(self, credential_id: bytes) -> tuple[bool, bool] | None:
+        """(backup_eligible, backup_state) set for this credential, or None (the default)."""
+        row = self._db.execute(
+            "SELECT backup_eligible, backup_state FROM credential_properties "
+            "WHERE credential_id = ?",
+            (credential_id,),
+        ).fetchone()
+        return (bool(row[0]), bool(row[1])) if row else None
+
+    def set_properties(
+        self, credential_id: bytes, backup_eligible: bool, backup_state: bool
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO credential_properties (credential_id, backup_eligible, backup_state) "
+                "VALUES (?, ?, ?) ON CONFLICT(credential_id) DO UPDATE SET "
+                "backup_eligible = excluded.backup_eligible, backup_state = excluded.backup_state",
+                (credential_id, int(backup_eligible), int(backup_state)),
+            )
 
     # -- signature counters -----------------------------------------------------------------
 
@@ -474,5 +609,7 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM credentials")
             db.execute("DELETE FROM counters")
+            db.execute("DELETE FROM imported_credentials")
+            db.execute("DELETE FROM credential_properties")
             marks = ",".join("?" for _ in keep)
             db.execute(f"DELETE FROM meta WHERE name NOT IN ({marks})", keep)

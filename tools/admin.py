@@ -3,7 +3,8 @@
 Each operation takes an ``Authenticator`` and JSON-able arguments and returns a JSON-able
 dict (IDs as hex with base64url beside them), so the very same code runs offline on a state
 file and inside a running key behind its control socket (``dispatch``). Results never contain
-secrets: no master key, no PIN, no private key, no pinUvAuthToken.
+secrets: no master key, no PIN, no private key, no pinUvAuthToken; the one exception is
+``get_credentials(include_private_keys=true)`` (tools/webdriver_ops.py), which asks for them.
 
 ``fill`` does not write the slot table itself: it sends real CBOR authenticatorMakeCredential
 requests through ``Authenticator.handle_cbor`` so the device's own capacity rule and errors
@@ -20,8 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -31,6 +31,9 @@ from softkey.authenticator.ctap import Cmd, CoseAlg
 from softkey.authenticator.keywrap import CRED_RANDOM_LEN, CredentialSecrets
 from softkey.authenticator.pin import MAX_PIN_BYTES
 from softkey.authenticator.store import ResidentCredential
+
+if TYPE_CHECKING:
+    from softkey.authenticator.imported import StoredCredential
 from softkey.tools.trace import status_name
 
 DEFAULT_FILL_RP = "fill.softkey.test"
@@ -87,28 +90,12 @@ def slot_usage(auth: Authenticator) -> dict[str, int | None]:
 
 
 def credential_record(auth: Authenticator, cred: ResidentCredential) -> dict[str, Any]:
-    """The stable JSON form of one resident credential (see README, CLI reference)."""
-    secrets = auth.wrapper.unwrap(cred.credential_id, cred.rp_id_hash)
-    created = None
-    if cred.created_at is not None:
-        created = datetime.fromtimestamp(cred.created_at, timezone.utc).isoformat()
-    return {
-        # hex (as ykman and fido2-token print them; the field names predate base64url) and
-        # base64url, unpadded, what WebAuthn JSON, WebDriver and RP databases carry.
-        "credential_id": cred.credential_id.hex(),
-        "credential_id_b64url": b64url(cred.credential_id),
-        "rp_id": cred.rp_id,
-        "rp_name": cred.rp_name,
-        "user_handle": cred.user_id.hex(),
-        "user_handle_b64url": b64url(cred.user_id),
-        "user_name": cred.user_name,
-        "user_display_name": cred.user_display_name,
-        "alg": secrets.alg if secrets else None,
-        "cred_protect": cred.cred_protect,
-        "counter": auth.counter(cred.credential_id),
-        "created": created,
-        "order": cred.created,
-    }
+    """The stable JSON form of one resident credential (see README, CLI reference): the same
+    record `credentials list --all` gives every stored credential (tools/webdriver_ops.py)."""
+    from softkey.authenticator.imported import describe_resident
+    from softkey.tools.webdriver_ops import record
+
+    return record(describe_resident(auth, cred))
 
 
 def b64url(data: bytes) -> str:
@@ -199,6 +186,7 @@ def info(auth: Authenticator) -> dict[str, Any]:
         "credential_management": profile.credman,
         "resident_credentials": slot_usage(auth),
         "pin": pin_state(auth),
+        "bio": bio_state(auth),
         "config": config_state(auth),
         "counters": {"credentials": tracked, "signatures": signatures},
         "firmware_version": raw.get("firmware_version"),
@@ -220,36 +208,13 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+=*")
 
 
-def match_prefix(auth: Authenticator, prefix: str) -> ResidentCredential:
-    """The one resident credential whose ID starts with ``prefix``, in hex or base64url (as
-    `softkey credentials list` shows them); a prefix that fits several is refused."""
-    text = prefix.strip()
-    if not text or not _B64URL.fullmatch(text.rstrip("=")):
-        raise AdminError(
-            f"{prefix!r} is not a credential ID prefix (hex or base64url); copy one from "
-            "`softkey credentials list`",
-            code="usage",
-        )
-    text = text.rstrip("=")
-    matches = [
-        c
-        for c in auth.credentials()
-        if c.credential_id.hex().startswith(text.lower())
-        or b64url(c.credential_id).startswith(text)
-    ]
-    if not matches:
-        raise AdminError(
-            f"no resident credential ID starts with {text}; non-resident credentials are "
-            "not stored on the key (only `softkey reset` revokes them), see "
-            "`softkey credentials list`",
-            code="not_found",
-        )
-    if len(matches) > 1:
-        raise AdminError(
-            f"{len(matches)} credentials start with {text}; give more characters",
-            code="ambiguous",
-        )
-    return matches[0]
+def match_prefix(auth: Authenticator, prefix: str) -> StoredCredential:
+    """The one stored credential (resident, or imported: tools/webdriver_ops.py) whose ID is
+    ``prefix`` or starts with it, in hex or base64url (as `softkey credentials list` shows
+    them); a prefix that fits several is refused."""
+    from softkey.tools.webdriver_ops import match_stored
+
+    return match_stored(auth, prefix)
 
 
 def device_can_delete(auth: Authenticator) -> str | None:
@@ -268,23 +233,28 @@ def delete_credentials(
     rp: str | None = None,
     all: bool = False,  # noqa: A002 - mirrors the --all option
 ) -> dict[str, Any]:
-    """Delete resident credentials by unique ID prefix, by RP, or all of them."""
+    """Delete stored credentials (resident ones, and imported non-resident ones) by unique ID
+    prefix, by RP, or all of them."""
+    from softkey.authenticator.imported import remove_credential
+    from softkey.tools.webdriver_ops import record, stored
+
     if sum(bool(x) for x in (ids, rp, all)) != 1:
         raise AdminError("give credential ID prefixes, --rp RP or --all", code="usage")
     if ids:
         targets = [match_prefix(auth, p) for p in ids]
     elif rp:
-        targets = auth.credentials(rp)
+        targets = stored(auth, rp)
         if not targets:
             raise AdminError(
-                f"no resident credential for {rp}; see `softkey credentials list`",
+                f"no resident credential for {rp} (nor an imported one); see "
+                "`softkey credentials list --all`",
                 code="not_found",
             )
     else:
-        targets = auth.credentials()
-    records = [credential_record(auth, c) for c in targets]
+        targets = stored(auth)
+    records = [record(c) for c in targets]
     for cred in targets:
-        auth.delete_credential(cred.credential_id)
+        remove_credential(auth, cred.credential_id)
     return {
         "deleted": records,
         **slot_usage(auth),
@@ -485,12 +455,17 @@ def add_credential(
     resident: bool = False,
     counter: int = 0,
     cred_protect: int = 1,
+    large_blob: str | None = None,
+    backup_eligible: bool | None = None,
+    backup_state: bool | None = None,
 ) -> dict[str, Any]:
-    """Seed a credential with a given private key (what WebDriver's addCredential offers).
+    """Seed a credential with a given private key (WebDriver's addCredential).
 
-    The credential ID is always this key's wrapped format (the private key travels inside
-    it, encrypted under the master key), so an arbitrary ID cannot be honoured; an ID this
-    key made earlier for the same RP and private key is accepted (re-seeding is idempotent).
+    Without ``credential_id`` the key makes the ID in its own format (the private key travels
+    inside it, encrypted under the master key). With one, any ID is stored as given: an ID
+    this key made for the same RP and private key stays what it is (re-seeding is idempotent),
+    any other becomes an imported credential (authenticator/imported.py, tools/webdriver_ops.py).
+    ``large_blob`` (hex or base64url, resident only) and the backup flags as in WebDriver.
     """
     rp_problem = params.rp_id_problem(rp) if rp else "it must not be empty"
     if rp_problem:
@@ -509,37 +484,29 @@ def add_credential(
         raise AdminError("--counter must be between 0 and 4294967295", code="usage")
     if cred_protect not in (1, 2, 3):
         raise AdminError("--cred-protect must be 1, 2 or 3", code="usage")
-    user_id: bytes | None = None
     if resident:
         if user_handle is None:
             raise AdminError(
                 "a resident credential needs --user-handle (the RP's user.id, in hex)",
                 code="usage",
             )
-        user_id = _parse_hex(user_handle, "--user-handle")
-        handle_problem = params.user_handle_problem(user_id)
+        handle_problem = params.user_handle_problem(_parse_hex(user_handle, "--user-handle"))
         if handle_problem:
             raise AdminError(f"--user-handle: {handle_problem}", code="usage")
-    elif user_handle is not None or user_name is not None or user_display_name is not None:
+    elif (
+        (user_handle is not None and credential_id is None)
+        or user_name is not None
+        or user_display_name is not None
+    ):
+        # An imported non-resident credential (--credential-id) may keep the user handle the
+        # RP gave it, for listing, as WebDriver's addCredential does.
         raise AdminError(
             "--user-handle/--user-name only apply to --resident credentials: a non-resident "
             "credential stores no user on the key",
             code="usage",
         )
 
-    rp_hash = hashlib.sha256(rp.encode()).digest()
-    if credential_id is not None:
-        wanted = _parse_hex(credential_id, "--credential-id")
-        found = auth.wrapper.unwrap(wanted, rp_hash)
-        if found is None or found.private_key != raw or found.discoverable != resident:
-            raise AdminError(
-                "softkey cannot adopt that credential ID: its IDs carry the private key "
-                "encrypted under this key's master key, so they are always made by the key; "
-                "omit --credential-id and give your RP fixture the ID this command prints",
-                code="usage",
-            )
-        cred_id = wanted
-    else:
+    if credential_id is None:
         secrets = CredentialSecrets(
             alg=alg,
             private_key=raw,
@@ -547,42 +514,24 @@ def add_credential(
             cred_protect=cred_protect,
             cred_random=auth.random(CRED_RANDOM_LEN),
         )
-        cred_id = auth.wrapper.wrap(secrets, rp_hash)
+        credential_id = auth.wrapper.wrap(secrets, hashlib.sha256(rp.encode()).digest()).hex()
+    from softkey.tools.webdriver_ops import add_with_id
 
-    with auth.store.transaction():
-        if resident:
-            assert user_id is not None
-            existing = auth.store.find_resident(rp_hash, user_id)
-            capacity = auth.profile.rk_capacity
-            used = auth.store.resident_count()
-            if existing is None and capacity is not None and used >= capacity:
-                raise AdminError(slots_full_message(used, capacity))
-            auth.store.put_resident(
-                ResidentCredential(
-                    credential_id=cred_id,
-                    rp_id=rp,
-                    rp_id_hash=rp_hash,
-                    user_id=user_id,
-                    rp_name=rp,
-                    user_name=params.truncate_name(user_name),
-                    user_display_name=params.truncate_name(user_display_name),
-                    cred_protect=cred_protect,
-                )
-            )
-        auth.store.set_counter(cred_id, counter)
-    public = cose.public_cose(alg, raw)
-    return {
-        "credential_id": cred_id.hex(),
-        "credential_id_b64url": b64url(cred_id),
-        "rp_id": rp,
-        "resident": resident,
-        "user_handle": _hex(user_id),
-        "user_handle_b64url": None if user_id is None else b64url(user_id),
-        "alg": alg,
-        "counter": counter,
-        "public_key_cose": cbor.encode(public).hex(),
-        **slot_usage(auth),
-    }
+    return add_with_id(
+        auth,
+        rp=rp,
+        private_key_pem=private_key_pem,
+        credential_id=credential_id,
+        user_handle=user_handle,
+        user_name=user_name,
+        user_display_name=user_display_name,
+        resident=resident,
+        counter=counter,
+        cred_protect=cred_protect,
+        large_blob=large_blob,
+        backup_eligible=backup_eligible,
+        backup_state=backup_state,
+    )
 
 
 def _parse_hex(value: str, option: str) -> bytes:
@@ -945,6 +894,57 @@ def pin_verify(auth: Authenticator, pin: str | None = None) -> dict[str, Any]:
 # -- dispatch (control socket) ------------------------------------------------------------------
 
 
+# -- fingerprint sensor (profiles with one: built-in UV, CTAP 2.1 §6.7) ----------------------------
+
+
+def bio_state(auth: Authenticator) -> dict[str, Any] | None:
+    """The fingerprint sensor and its enrolled fingers; None on a key without one."""
+    sensor = auth.profile.bio
+    if sensor is None:
+        return None
+    builtin = auth.pin_uv.builtin
+    return {
+        "templates": [
+            {"template_id": t.template_id.hex(), "name": t.name} for t in builtin.templates()
+        ],
+        "max_templates": sensor.max_templates,
+        "uv_retries": builtin.retries,
+        "max_uv_retries": sensor.max_uv_retries,
+        "samples": sensor.samples,
+    }
+
+
+def bio_enroll(auth: Authenticator, pin: str, name: str | None = None) -> dict[str, Any]:
+    """Enroll one finger as a platform would (PIN token with be, then the capture loop with
+    the operator's finger): `softkey init --enrolled`."""
+    from fido2.ctap import CtapError as Fido2CtapError
+
+    from softkey.transports.bio_enroll import DEFAULT_FINGER_NAME, enroll_finger
+
+    if auth.profile.bio is None:
+        raise AdminError(
+            f"the {auth.profile.name} profile has no fingerprint sensor; use --profile yubikey-bio",
+            code="unsupported",
+        )
+    if not isinstance(pin, str) or not pin:
+        raise AdminError("the PIN must be a non-empty string", code="usage")
+    name = DEFAULT_FINGER_NAME if name is None else name
+    try:
+        template_id = enroll_finger(auth, pin, name)
+    except ValueError as exc:
+        raise AdminError(str(exc), code="usage") from None
+    except Fido2CtapError as exc:
+        status = int(exc.code)
+        if status == Status.FP_DATABASE_FULL:
+            raise AdminError(
+                f"every fingerprint slot of this key is used ({auth.profile.bio.max_templates})"
+            ) from None
+        if status in (Status.PIN_INVALID, Status.PIN_BLOCKED, Status.PIN_AUTH_BLOCKED):
+            raise _pin_refusal(auth, status) from None
+        raise AdminError(f"the key refused the enrollment: {status_name(status)}") from None
+    return {"template_id": template_id.hex(), "name": name, "bio": bio_state(auth)}
+
+
 def ping(auth: Authenticator) -> dict[str, Any]:
     """Lets a CLI learn that a running key answers admin calls."""
     return {"profile": auth.profile.name}
@@ -977,9 +977,23 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "config_force_pin_change": config_force_pin_change,
     "config_enable_ep": config_enable_ep,
     "pin_verify": pin_verify,
+    "bio_enroll": bio_enroll,
 }
 
 READ_ONLY = frozenset({"ping", "info", "credentials", "pin_status"})
+
+# `softkey fault add|list|clear` (runtime faults of a running key; tools/faults_cli.py).
+from softkey.tools.faults_cli import OPERATIONS as _FAULT_OPERATIONS  # noqa: E402
+
+OPERATIONS.update(_FAULT_OPERATIONS)
+
+# WebDriver's credential commands (get_credentials, remove_credential, remove_all_credentials,
+# set_credential_properties; add_credential is above): tools/webdriver_ops.py.
+from softkey.tools.webdriver_ops import OPERATIONS as _WEBDRIVER_OPERATIONS  # noqa: E402
+from softkey.tools.webdriver_ops import READ_ONLY as _WEBDRIVER_READ_ONLY  # noqa: E402
+
+OPERATIONS.update(_WEBDRIVER_OPERATIONS)
+READ_ONLY = READ_ONLY | _WEBDRIVER_READ_ONLY
 
 
 def dispatch(auth: Authenticator, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -999,7 +1013,8 @@ def dispatch(auth: Authenticator, op: str, args: dict[str, Any] | None = None) -
     except TypeError as exc:
         return {"ok": False, "code": "usage", "error": f"bad arguments for {op}: {exc}"}
     try:
-        with operator_presence(auth):
+        # The operator's own requests (fill...) never meet an injected fault (faults.py).
+        with operator_presence(auth), auth.faults.paused():
             return {"ok": True, "result": fn(auth, **args)}
     except AdminError as exc:
         return {"ok": False, "code": exc.code, "error": str(exc)}

@@ -423,16 +423,41 @@ def _secret(
     default=None,
     help="What kind of key (see `softkey profiles`); default ctap2.1.",
 )
+@click.option(
+    "--enrolled",
+    is_flag=True,
+    help="A key with a fingerprint sensor (--profile yubikey-bio) set up for use: the PIN "
+    f"(${PIN_ENV}, else 123456) and one enrolled finger, so UV-required sign-ins need no PIN.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
-def init(key_name: str | None, state_path: Path | None, profile: str | None, as_json: bool) -> None:
+def init(
+    key_name: str | None,
+    state_path: Path | None,
+    profile: str | None,
+    enrolled: bool,
+    as_json: bool,
+) -> None:
     """Create a new key: a state file with a fresh master key, not plugged in yet."""
+    from softkey.authenticator.profiles import DEFAULT_PROFILE, get_profile
+    from softkey.transports.bio_enroll import DEFAULT_PIN
+
     ref = resolve_key(key_name, state_path)
+    chosen = profile or DEFAULT_PROFILE
+    if enrolled and get_profile(chosen).bio is None:
+        raise CliUsageError(
+            f"--enrolled needs a profile with a fingerprint sensor, not {chosen}; add "
+            "--profile yubikey-bio"
+        )
     if ref.exists():
         raise CliError(
             f"{ref.label} already exists{'' if ref.name is None else f' ({ref.state})'}; use "
             "it as it is, `softkey reset` it, or pick another --key"
         )
+    pin = os.environ.get(PIN_ENV) or DEFAULT_PIN
     with open_key(ref, write=True, create=True, profile=profile, announce=False) as backend:
+        if enrolled:
+            backend.call("pin_set", pin=pin)
+            backend.call("bio_enroll", pin=pin)
         data = backend.call("info")
     if as_json:
         emit_json(
@@ -442,6 +467,7 @@ def init(key_name: str | None, state_path: Path | None, profile: str | None, as_
                 "profile": data["profile"],
                 "aaguid": data["aaguid"],
                 "resident_credentials": data["resident_credentials"],
+                "bio": data.get("bio"),
             }
         )
         return
@@ -451,6 +477,10 @@ def init(key_name: str | None, state_path: Path | None, profile: str | None, as_
         f"created {ref.label}: {data['profile']} ({data['description']}), {cap} slots, "
         f"AAGUID {data['aaguid']}"
     )
+    if enrolled:
+        which = f"from ${PIN_ENV}" if os.environ.get(PIN_ENV) else f"{DEFAULT_PIN}, the default"
+        names = ", ".join(repr(t["name"]) for t in data["bio"]["templates"])
+        click.echo(f"PIN set ({which}); finger {names} enrolled")
     click.echo(f"plug it in with `softkey run{ref.key_option}`")
 
 
@@ -498,6 +528,7 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
         ("versions", ", ".join(data["versions"])),
         ("slots", slot_text),
         ("PIN", pin_text),
+        *_bio_rows(data.get("bio")),
         ("cred mgmt", credman),
         ("config", config_text),
         (
@@ -508,6 +539,20 @@ def info(key_name: str | None, state_path: Path | None, as_json: bool) -> None:
     ]
     for label, value in rows:
         click.echo(f"{label:<10} {value}")
+
+
+def _bio_rows(bio: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The fingerprint sensor, on keys that have one."""
+    if bio is None:
+        return []
+    templates = bio["templates"]
+    if templates:
+        # Names come from setFriendlyName requests: escaped for the terminal.
+        names = ", ".join(printable(t["name"]) or t["template_id"] for t in templates)
+        text = f"{len(templates)} of {bio['max_templates']} fingers enrolled ({names})"
+    else:
+        text = f"no finger enrolled (of {bio['max_templates']}; `softkey init --enrolled`)"
+    return [("sensor", f"fingerprint: {text}, {bio['uv_retries']} UV retries left")]
 
 
 def _config_text(config: dict[str, Any], pin: dict[str, Any]) -> str:
@@ -620,7 +665,8 @@ def profiles(as_json: bool) -> None:
 
 @cli.group()
 def credentials() -> None:
-    """List or delete the resident (discoverable) credentials of a key."""
+    """List, delete or set properties of the credentials stored on a key: resident
+    (discoverable) ones, and imported ones (`softkey add-credential --credential-id`)."""
 
 
 ID_FORMAT = click.option(
@@ -640,26 +686,55 @@ def _id(record: dict[str, Any], field: str, id_format: str) -> str:
 @credentials.command("list")
 @paths.key_options
 @click.option("--rp", metavar="RP_ID", help="Only credentials of this relying party.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Every stored credential: imported non-resident ones too (WebDriver getCredentials).",
+)
+@click.option(
+    "--private-keys",
+    is_flag=True,
+    help="Include each private key (PKCS#8 PEM). Whoever reads the output can sign as them.",
+)
 @ID_FORMAT
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def credentials_list(
-    key_name: str | None, state_path: Path | None, rp: str | None, id_format: str, as_json: bool
+    key_name: str | None,
+    state_path: Path | None,
+    rp: str | None,
+    show_all: bool,
+    private_keys: bool,
+    id_format: str,
+    as_json: bool,
 ) -> None:
-    """List resident credentials, most recent first."""
+    """List resident credentials, most recent first (--all: imported non-resident ones too)."""
+    from softkey.tools.webdriver_cli import print_private_keys, private_key_warning
+
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=False) as backend:
-        data = {**_key_header(ref, backend), **backend.call("credentials", rp=rp)}
+        result = backend.call(
+            "get_credentials",
+            rp=rp,
+            include_private_keys=private_keys,
+            resident_only=not show_all,
+        )
+        data = {**_key_header(ref, backend), **result}
+    if private_keys:
+        private_key_warning()
     if as_json:
         emit_json(data)
         return
     creds = data["credentials"]
     cap = "unlimited" if data["capacity"] is None else f"of {data['capacity']}"
     if not creds:
+        what = "stored" if show_all else "resident"
         click.echo(
-            f"no resident credentials{' for ' + rp if rp else ''} ({data['used']} slots used {cap})"
+            f"no {what} credentials{' for ' + rp if rp else ''} ({data['used']} slots used {cap})"
         )
         return
-    click.echo(f"{'ID (prefix)':<18} {'RP':<24} {'USER':<28} {'COUNTER':>7}  CREATED")
+    header = f"{'ID (prefix)':<18} {'RP':<24} {'USER':<28} {'COUNTER':>7}  CREATED"
+    click.echo(header + (" " * 14 + "KIND" if show_all else ""))
     for cred in creds:
         # rp.id and the user's names were stored from a makeCredential request: escaped (and
         # cut to the column, with "…") so a crafted name cannot rewrite the listing.
@@ -668,19 +743,35 @@ def credentials_list(
         shown = name or ""
         if display and display != name:
             shown = f"{name} ({display})" if name else display
-        user = printable(shown, 28) or "(handle " + _id(cred, "user_handle", id_format)[:12] + ")"
+        handle = _id(cred, "user_handle", id_format)[:12]
+        user = printable(shown, 28) or (f"(handle {handle})" if handle else "-")
         ident = _id(cred, "credential_id", id_format)
         ident = ident[:15] + "…" if len(ident) > 16 else ident
         created = (cred.get("created") or "-")[:19].replace("T", " ")
-        click.echo(f"{ident:<18} {rp_id:<24} {user:<28} {cred['counter']:>7}  {created}")
+        kind = f"  {_kind(cred)}" if show_all else ""
+        click.echo(f"{ident:<18} {rp_id:<24} {user:<28} {cred['counter']:>7}  {created}{kind}")
     click.echo(f"{len(creds)} shown; {data['used']} slots used {cap}")
+    if private_keys:
+        print_private_keys(creds, id_format)
+
+
+def _kind(cred: dict[str, Any]) -> str:
+    """resident / non-resident, imported, and backup flags, for `credentials list --all`."""
+    parts = ["resident" if cred["resident"] else "non-resident"]
+    if cred["imported"]:
+        parts.append("imported")
+    if cred["backup_eligible"]:
+        parts.append("BE+BS" if cred["backup_state"] else "BE")
+    return ",".join(parts)
 
 
 @credentials.command("delete")
 @paths.key_options
 @click.argument("prefixes", nargs=-1, metavar="[ID-PREFIX]...")
 @click.option("--rp", metavar="RP_ID", help="Delete every credential of this relying party.")
-@click.option("--all", "delete_all", is_flag=True, help="Delete every resident credential.")
+@click.option(
+    "--all", "delete_all", is_flag=True, help="Delete every stored credential (imported too)."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def credentials_delete(
@@ -692,21 +783,23 @@ def credentials_delete(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Delete resident credentials by unique ID prefix (base64url or hex), by --rp, or --all.
+    """Delete stored credentials by unique ID prefix (base64url or hex), by --rp, or --all.
 
-    Non-resident credentials are not stored on a key; only `softkey reset` revokes them.
+    Stored: resident credentials and imported ones (`add-credential --credential-id`).
+    Non-resident credentials the key made itself are not stored on it; only `softkey reset`
+    revokes them.
     """
     if sum(bool(x) for x in (prefixes, rp, delete_all)) != 1:
         raise click.UsageError("give ID prefixes, --rp RP_ID or --all (exactly one of them)")
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True) as backend:
-        listing = backend.call("credentials", rp=rp)
+        listing = backend.call("get_credentials", rp=rp)
         if prefixes:
             what = f"{len(prefixes)} credential(s) ({', '.join(prefixes)})"
         elif rp:
             what = f"all {len(listing['credentials'])} credentials of {rp}"
         else:
-            what = f"all {listing['used']} resident credentials"
+            what = f"all {len(listing['credentials'])} stored credentials"
         if not (rp and not listing["credentials"]):
             _confirm(yes, f"Delete {what} from {ref.label}?")
         result = backend.call("delete", ids=list(prefixes) or None, rp=rp, all=delete_all)
@@ -716,7 +809,7 @@ def credentials_delete(
     for cred in result["deleted"]:
         click.echo(
             f"deleted {cred['credential_id_b64url'][:16]} {printable(cred['rp_id'])} "
-            f"{printable(cred['user_name']) or cred['user_handle']}"
+            f"{printable(cred['user_name']) or cred['user_handle'] or ''}".rstrip()
         )
     cap = "" if result["capacity"] is None else f" of {result['capacity']}"
     click.echo(f"{len(result['deleted'])} deleted; {result['used']} slots used{cap}")
@@ -874,15 +967,19 @@ def fill(
     "private_key",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="PKCS#8 PEM file of a P-256, P-384, Ed25519 or ML-DSA (2.1+ profiles) private key.",
+    help="PKCS#8 file (PEM or DER) of a P-256, P-384, Ed25519 or ML-DSA (2.1+ profiles) key.",
 )
 @click.option(
     "--credential-id",
     metavar="ID",
-    help="Only an ID this key made before for the same RP and key (re-seeding); hex or base64url.",
+    help="Use this credential ID (hex or base64url, 1-1023 bytes): any ID, stored on the key "
+    "as an imported credential (an ID this key made for the same RP and key stays its own).",
 )
 @click.option(
-    "--user-handle", metavar="ID", help="user.id for a resident credential (hex or base64url)."
+    "--user-handle",
+    metavar="ID",
+    help="user.id (hex or base64url): needed by a resident credential; an imported "
+    "non-resident one keeps it for listing.",
 )
 @click.option("--user-name", help="user.name for a resident credential.")
 @click.option("--display-name", help="user.displayName for a resident credential.")
@@ -906,6 +1003,21 @@ def fill(
     show_default=True,
     help="credProtect level (1 optional, 2 optional with ID list, 3 UV required).",
 )
+@click.option(
+    "--large-blob",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FILE's bytes become the credential's large blob (resident, CTAP 2.1 profiles).",
+)
+@click.option(
+    "--backup-eligible/--no-backup-eligible",
+    default=None,
+    help="authenticatorData flag BE (a testing aid; default: the profile's, off).",
+)
+@click.option(
+    "--backup-state/--no-backup-state",
+    default=None,
+    help="authenticatorData flag BS (needs BE; default: the profile's, off).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 def add_credential(
     key_name: str | None,
@@ -920,15 +1032,23 @@ def add_credential(
     resident: bool,
     counter: int,
     cred_protect: int,
+    large_blob: Path | None,
+    backup_eligible: bool | None,
+    backup_state: bool | None,
     as_json: bool,
 ) -> None:
-    """Seed a credential with a given private key, for relying-party test fixtures.
+    """Seed a credential with a given private key, for relying-party test fixtures
+    (WebDriver's addCredential).
 
-    Prints the credential ID to register with the RP (the key wraps the private key into
-    it, so softkey chooses the ID).
+    Without --credential-id the key makes the ID (it wraps the private key into it) and
+    prints it, to register with the RP. With --credential-id any ID is used as given: the
+    key stores the private key, encrypted under its master key, as an imported credential.
     """
+    from softkey.tools.webdriver_cli import pem_text
+
     check_rp_id(rp)
-    pem = private_key.read_text("utf-8", errors="replace")
+    pem = pem_text(private_key.read_bytes())
+    blob = None if large_blob is None else large_blob.read_bytes().hex()
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True, create=True, profile=profile) as backend:
         result = backend.call(
@@ -942,12 +1062,17 @@ def add_credential(
             resident=resident,
             counter=counter,
             cred_protect=cred_protect,
+            large_blob=blob,
+            backup_eligible=backup_eligible,
+            backup_state=backup_state,
         )
     if as_json:
         emit_json({**_key_header(ref, backend), **result})
         return
-    kind = "resident" if resident else "non-resident"
-    click.echo(f"added a {kind} credential for {rp}")
+    kind = "a resident" if resident else "a non-resident"
+    if result.get("imported"):
+        kind = "an imported " + kind[2:]
+    click.echo(f"added {kind} credential for {rp}")
     click.echo(f"credential ID: {result['credential_id_b64url']} (base64url)")
     click.echo(f"               {result['credential_id']} (hex)")
 
@@ -1199,6 +1324,17 @@ from softkey.tools.config_cli import pin_verify as _pin_verify  # noqa: E402
 
 cli.add_command(_config)
 pin.add_command(_pin_verify)
+
+# `softkey credentials set-properties` (WebDriver's setCredentialProperties).
+from softkey.tools.webdriver_cli import set_properties as _set_properties  # noqa: E402
+
+credentials.add_command(_set_properties)
+
+from softkey.tools.events_cli import events as _events  # noqa: E402
+from softkey.tools.faults_cli import fault as _fault  # noqa: E402
+
+cli.add_command(_events)
+cli.add_command(_fault)
 
 
 def main() -> None:

@@ -11,6 +11,10 @@ Control protocol (one JSON object per line, see transports/control.py):
     {"op": "touch", "wait": 5}                    approve the pending presence request
     {"op": "deny", "wait": 5}                     decline it
     {"op": "replug"}                              unplug and plug back (power cycle)
+    {"op": "user_verified", "value": true, "once": false}
+                                                  fingerprint checks (bio profiles): true match,
+                                                  false fail, null asked like a touch; "once":
+                                                  only the next check
     {"op": "admin", "name": "info", "args": {}}   tools.admin.dispatch on the running key
 """
 
@@ -35,6 +39,7 @@ from typing import IO, Any, Protocol, TextIO
 import click
 
 from softkey.authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
+from softkey.authenticator.builtin_uv import ScriptedVerifier
 from softkey.authenticator.environment import Presence
 from softkey.authenticator.store import StateLock
 from softkey.tools import paths
@@ -162,6 +167,7 @@ class RunningKey:
             "deny": self.deny,
             "replug": self.replug,
             "admin": self.admin,
+            "user_verified": self.user_verified,
         }
 
     def status(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +191,49 @@ class RunningKey:
             "pending_presence": pending,
             "slots": slots,
             "power_cycles": self.power_cycles,
+            # Injected faults in force (`softkey fault add`, authenticator/faults.py).
+            "faults": self.authenticator.faults.records(),
+            # Fingerprint checks (bio profiles): true / false, or null: asked like a touch.
+            "user_verified": self._user_verified_setting(),
+        }
+
+    def _verifier(self) -> ScriptedVerifier | None:
+        verifier = self.authenticator.verifier
+        if self.authenticator.profile.bio is None or not isinstance(verifier, ScriptedVerifier):
+            return None
+        return verifier
+
+    def _user_verified_setting(self) -> bool | None:
+        verifier = self._verifier()
+        if verifier is None or verifier.default is None:
+            return None
+        return verifier.default is Verdict.APPROVED
+
+    def user_verified(self, request: dict[str, Any]) -> dict[str, Any]:
+        """WebDriver's setUserVerified for the fingerprint sensor of a running bio key."""
+        verifier = self._verifier()
+        if verifier is None:
+            raise control.OperationError(
+                f"this key ({self.authenticator.profile.name}) has no fingerprint sensor: its "
+                "user verification is the PIN; run a profile with one (yubikey-bio)"
+            )
+        value = request.get("value")
+        once = request.get("once", False)
+        if value not in (True, False, None) or not isinstance(once, bool):
+            raise control.OperationError(
+                '"value" must be true, false or null and "once" true or false'
+            )
+        if once and value is None:
+            raise control.OperationError('"once" needs a "value" of true or false')
+        verdict = None if value is None else (Verdict.APPROVED if value else Verdict.DENIED)
+        if once:
+            assert verdict is not None
+            verifier.verdicts.append(verdict)
+        else:
+            verifier.default = verdict
+        return {
+            "user_verified": self._user_verified_setting(),
+            "next": [v is Verdict.APPROVED for v in verifier.verdicts],
         }
 
     def _decide(self, request: dict[str, Any], approve: bool) -> dict[str, Any]:
@@ -591,6 +640,15 @@ def _ready_file_path(ctx: click.Context, param: click.Parameter, value: Path | N
     help="Seconds to wait for a touch before USER_ACTION_TIMEOUT.",
 )
 @click.option(
+    "--user-verified",
+    type=click.Choice(["default", "true", "false"]),
+    default="default",
+    show_default=True,
+    help="Fingerprint checks of a key with a sensor (yubikey-bio): true match, false fail "
+    "(UV_INVALID), default asks like a touch (--presence). `softkey set-user-verified` "
+    "changes it while the key runs.",
+)
+@click.option(
     "--vendor-id",
     default="1209",
     show_default=True,
@@ -636,6 +694,7 @@ def run(
     profile: str | None,
     presence_mode: str,
     presence_timeout: float,
+    user_verified: str,
     vendor_id: int,
     product_id: int,
     uhid_device: str,
@@ -719,7 +778,9 @@ def run(
                 # Released after the authenticator closes, before the lock goes.
                 new_state.note()
                 resources.append(new_state.discard_if_not_up)
-                auth = Authenticator(profile, state, presence=presence)
+                standing = {"true": Verdict.APPROVED, "false": Verdict.DENIED}.get(user_verified)
+                verifier = ScriptedVerifier(default=standing)
+                auth = Authenticator(profile, state, presence=presence, verifier=verifier)
             except paths.KeyPathError as exc:
                 raise RunError(str(exc)) from None
             except StateError as exc:
@@ -727,6 +788,11 @@ def run(
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--profile") from None
             resources.append(auth.close)
+            if user_verified != "default" and auth.profile.bio is None:
+                raise RunUsageError(
+                    f"--user-verified needs a key with a fingerprint sensor; this is a "
+                    f"{auth.profile.name} key (--profile yubikey-bio has one)"
+                )
             if trace:
                 from softkey.tools.trace import install_trace
 
@@ -869,6 +935,9 @@ def _serve(
         plug = device.plug
 
     ctl.handlers.update(key.handlers())
+    from softkey.tools.events_cli import event_stream
+
+    ctl.streams["subscribe"] = event_stream(auth.events)  # `softkey events`
     try:
         ctl.start()
     except control.ControlError as exc:
@@ -905,6 +974,18 @@ def _serve(
         )
     _say(f"{label} plugged in via {where}; profile {auth.profile.name}; state {state}")
     _say(f"presence: {_presence_label(presence_mode)}; control socket {ctl.path}; Ctrl-C unplugs")
+    if auth.profile.bio is not None:
+        setting = key.status({})["user_verified"]
+        _say(
+            "fingerprint: "
+            + (
+                "checks follow --presence, like a touch (approved: a matching finger; "
+                "declined: one that does not match)"
+                if setting is None
+                else ("every check matches" if setting else "every check fails (UV_INVALID)")
+            )
+            + "; `softkey set-user-verified true|false|default` changes it"
+        )
     for note in startup.notes:
         click.echo(note, err=True)
     if presence_mode == "auto":
@@ -1049,6 +1130,12 @@ def _fail_json(state: Path, exc: RunError, **fields: Any) -> None:
     click.get_current_context().exit(1)
 
 
+def _faults_text(faults: list[dict[str, Any]] | None) -> str:
+    if not faults:
+        return "none" if faults is not None else "unknown (the key runs an older softkey)"
+    return ", ".join(f"{f['label']} ({f['left']} left)" for f in faults)
+
+
 def _slots_text(slots: dict[str, Any]) -> str:
     if slots.get("capacity") is None:
         return f"{slots['used']} used (unlimited)"
@@ -1116,6 +1203,7 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
         ("state", reply["state"]),
         ("presence", f"{reply['presence_mode']}: {waiting}"),
         ("slots", _slots_text(reply["slots"])),
+        ("faults", _faults_text(reply.get("faults"))),
     ]
     for label, value in rows:
         click.echo(f"{label:<10} {value}")
@@ -1205,4 +1293,66 @@ def replug(key_name: str | None, state_path: Path | None, as_json: bool) -> None
     )
 
 
-COMMANDS: tuple[click.Command, ...] = (run, status, touch, deny, replug)
+def _setting_text(value: bool | None) -> str:
+    if value is None:
+        return "like a touch, per --presence (approved: a matching finger; declined: a failing one)"
+    return "match" if value else "fail (CTAP2_ERR_UV_INVALID, a UV retry spent)"
+
+
+@click.command("set-user-verified")
+@paths.key_options
+@click.argument(
+    "value",
+    type=click.Choice(["true", "false", "default"], case_sensitive=False),
+    metavar="true|false|default",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Only the next fingerprint check; then the standing setting applies again.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Machine-readable result: {"user_verified": true|false|null, "next": [...], ...}; '
+    'on failure {"error", ...} and exit status 1.',
+)
+def set_user_verified(
+    key_name: str | None, state_path: Path | None, value: str, once: bool, as_json: bool
+) -> None:
+    """Decide the running key's fingerprint checks (WebDriver's setUserVerified).
+
+    For a key with a fingerprint sensor (yubikey-bio): true, every check matches (UV and
+    presence in one touch); false, every check fails (UV_INVALID; after 3 the sensor is
+    blocked until the PIN is used); default, checks are asked like a touch (--presence).
+    The setting lasts while the key runs (`softkey run --user-verified` sets the first one).
+    """
+    setting = {"true": True, "false": False, "default": None}[value.lower()]
+    if once and setting is None:
+        raise RunUsageError("--once needs true or false: it decides one fingerprint check")
+    state = _resolve(key_name, state_path)
+    try:
+        reply = call_running(state, "user_verified", value=setting, once=once)
+    except RunError as exc:
+        if not as_json:
+            raise
+        _fail_json(state, exc)
+        return
+    if as_json:
+        _emit_json(
+            {
+                **_header(state, True),
+                "user_verified": reply.get("user_verified"),
+                "next": reply.get("next", []),
+            }
+        )
+        return
+    text = f"fingerprint checks on {_key_label(state)}: "
+    queued = reply.get("next") or []
+    if queued:
+        text += ", ".join(_setting_text(v) for v in queued) + " next, then "
+    click.echo(text + _setting_text(reply.get("user_verified")))
+
+
+COMMANDS: tuple[click.Command, ...] = (run, status, touch, deny, replug, set_user_verified)

@@ -16,6 +16,12 @@ key-agreement keys, pinUvAuthTokens, private keys, signatures, large-blob conten
 ``softkey credentials list``. Text from the request (rpId, user name, and the device's reason,
 which may quote them) is escaped (``softkey.transports.display.printable``) so a hostile
 client cannot forge extra log lines or rewrite the terminal.
+
+An answer changed by an injected fault (authenticator/faults.py, `softkey fault add`) ends in
+``[fault: LABEL,...]``; one the key withholds reads ``-> <no answer> [fault: no_answer]``::
+
+    getAssertion rp=example.com allowList=1 -> CTAP2_OK credential=014cf29a… counter=2
+        [fault: bad_signature]
 """
 
 from __future__ import annotations
@@ -332,8 +338,13 @@ def format_trace(request: bytes, response: bytes, outcome: OutcomeLike | None = 
     else:
         parts.append("<parameters are not a CBOR map>")
 
+    current = outcome is not None and outcome.command == command
+    labels = tuple(getattr(outcome, "faults", ()) or ()) if current else ()
+    marker = " [fault: " + ",".join(printable(label) for label in labels) + "]" if labels else ""
+    if current and getattr(getattr(outcome, "hold", None), "no_answer", False):
+        return " ".join(parts) + " -> <no answer>" + marker
     if not response:
-        return " ".join(parts) + " -> <no response>"
+        return " ".join(parts) + " -> <no response>" + marker
     code = response[0]
     result = status_name(code)
     if code == 0:
@@ -344,7 +355,7 @@ def format_trace(request: bytes, response: bytes, outcome: OutcomeLike | None = 
     elif outcome is not None and outcome.command == command and outcome.reason:
         # The reason may quote the request (rpId): escaped like every request-supplied text.
         result += ": " + printable(outcome.reason)
-    return " ".join(parts) + " -> " + result
+    return " ".join(parts) + " -> " + result + marker
 
 
 def format_u2f_trace(apdu: bytes, response: bytes) -> str:

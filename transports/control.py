@@ -11,6 +11,11 @@ the socket is 0600 in a directory only its owner can write (tools/paths.py), and
 check the other's uid with SO_PEERCRED before reading or sending a byte. A socket planted by
 someone else is never connected to with a request, never deleted: it is an error.
 Each connection gets its own thread, so a `touch --wait` never blocks `status`.
+
+A streaming operation (``streams``, e.g. ``{"op": "subscribe"}`` for the key's events) keeps
+its connection: after its first reply line it sends one line per item until the client hangs
+up or the key stops (``stream()`` is the client side). It is reached through the same accept
+loop, so the same SO_PEERCRED checks stand before its first byte.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,45 @@ log = logging.getLogger("softkey.control")
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_LINE = 64 * 1024
+
+
+class Stream:
+    """What a streaming operation writes to: one JSON line per ``send``."""
+
+    def __init__(self, conn: socket.socket, closed: threading.Event) -> None:
+        self._conn = conn
+        self._closed = closed
+        self._gone = False
+
+    @property
+    def open(self) -> bool:
+        """The server still runs and the client has not hung up."""
+        if self._gone or self._closed.is_set():
+            return False
+        try:
+            readable, _, _ = select.select([self._conn], [], [], 0)
+            if readable and not self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                self._gone = True  # end of file: the client closed its end
+        except (OSError, ValueError):
+            self._gone = True
+        return not self._gone
+
+    def send(self, item: dict[str, Any]) -> bool:
+        """One line to the client; False (and closed from then on) if it is gone."""
+        if self._gone:
+            return False
+        try:
+            self._conn.sendall(json.dumps(item).encode() + b"\n")
+        except OSError:
+            self._gone = True
+        return not self._gone
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if the server is closing meanwhile."""
+        return self._closed.wait(seconds)
+
+
+StreamHandler = Callable[[dict[str, Any], Stream], None]
 
 
 class ControlError(Exception):
@@ -65,9 +110,15 @@ def _owner(uid: int) -> str:
 class ControlServer:
     """Serves ``handlers[op](request) -> dict`` on a Unix socket until ``close()``."""
 
-    def __init__(self, path: str | os.PathLike[str], handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.handlers = handlers
+        self.streams: dict[str, StreamHandler] = dict(streams or {})
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -191,11 +242,31 @@ class ControlServer:
                     return
                 if not line:
                     return
+                streaming = self._stream_request(line)
+                if streaming is not None:
+                    handler, request = streaming
+                    try:
+                        handler(request, Stream(conn, self._closed))
+                    except Exception:
+                        log.exception("control stream %r failed", request.get("op"))
+                    return  # a stream owns its connection to the end
                 response = self.dispatch(line)
                 try:
                     conn.sendall(json.dumps(response).encode() + b"\n")
                 except OSError:
                     return
+
+    def _stream_request(self, line: bytes) -> tuple[StreamHandler, dict[str, Any]] | None:
+        if not self.streams or len(line) > MAX_LINE:
+            return None
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return None
+        handler = self.streams.get(request["op"])
+        return (handler, request) if handler is not None else None
 
     def dispatch(self, line: bytes) -> dict[str, Any]:
         if len(line) > MAX_LINE:
@@ -219,11 +290,8 @@ class ControlServer:
         return {"ok": True, **result}
 
 
-def call(
-    path: str | os.PathLike[str], op: str, *, timeout: float = 10.0, **params: Any
-) -> dict[str, Any]:
-    """Send one request to a running key; raises NotRunning / ControlError."""
-    path = Path(path)
+def _connect(path: Path, timeout: float) -> socket.socket:
+    """A connection to our own key at ``path``; NotRunning / ControlError otherwise."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -241,6 +309,65 @@ def call(
                 "may be posing as your key, so nothing was sent; ask an administrator to look "
                 "at it"
             )
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _parse_line(path: Path, line: bytes) -> dict[str, Any]:
+    try:
+        response = json.loads(line)
+    except ValueError:
+        raise ControlError(f"the key at {path} sent something that is not JSON") from None
+    if not isinstance(response, dict):
+        raise ControlError(f"the key at {path} sent an unexpected answer")
+    return response
+
+
+def stream(
+    path: str | os.PathLike[str], op: str, *, timeout: float = 10.0, **params: Any
+) -> Iterator[dict[str, Any]]:
+    """A streaming request: yields the reply line, then every line the key sends until it
+    closes the connection (the key stopped, or the stream ended). ``timeout`` bounds the
+    connection and the first line; later lines may take as long as they take."""
+    path = Path(path)
+    sock = _connect(path, timeout)
+    try:
+        try:
+            sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
+        except OSError as exc:
+            raise ControlError(f"the key at {path} did not answer: {exc}") from None
+        with sock.makefile("rb") as reader:
+            first = True
+            while True:
+                try:
+                    line = reader.readline(MAX_LINE + 1)
+                except OSError as exc:
+                    if first:
+                        raise ControlError(f"the key at {path} did not answer: {exc}") from None
+                    return  # the key went away
+                if not line:
+                    if first:
+                        raise ControlError(
+                            f"the key at {path} closed the connection without answering"
+                        )
+                    return
+                yield _parse_line(path, line)
+                if first:
+                    first = False
+                    sock.settimeout(None)
+    finally:
+        sock.close()
+
+
+def call(
+    path: str | os.PathLike[str], op: str, *, timeout: float = 10.0, **params: Any
+) -> dict[str, Any]:
+    """Send one request to a running key; raises NotRunning / ControlError."""
+    path = Path(path)
+    sock = _connect(path, timeout)
+    try:
         try:
             sock.sendall(json.dumps({"op": op, **params}).encode() + b"\n")
             with sock.makefile("rb") as reader:
@@ -251,10 +378,4 @@ def call(
         sock.close()
     if not line:
         raise ControlError(f"the key at {path} closed the connection without answering")
-    try:
-        response = json.loads(line)
-    except ValueError:
-        raise ControlError(f"the key at {path} sent something that is not JSON") from None
-    if not isinstance(response, dict):
-        raise ControlError(f"the key at {path} sent an unexpected answer")
-    return response
+    return _parse_line(path, line)

@@ -258,6 +258,8 @@ class Request:
     cancelled: bool = False
     # Set by INIT-resync, unplug or power cycle: the response is dropped.
     abandoned: bool = False
+    # Set by the driver for an injected "no answer" (authenticator/faults.py): no KEEPALIVE.
+    silent: bool = False
     keepalive_status: int = KEEPALIVE_PROCESSING
     next_keepalive: float = 0.0  # when the next periodic KEEPALIVE is due
 
@@ -352,7 +354,12 @@ class CtapHidEngine:
         """Timeouts and periodic keepalives; call at least every 50 ms."""
         reports = self._expire(now)
         request = self.request
-        if request is not None and not request.abandoned and now >= request.next_keepalive:
+        if (
+            request is not None
+            and not request.abandoned
+            and not request.silent
+            and now >= request.next_keepalive
+        ):
             request.next_keepalive = now + KEEPALIVE_INTERVAL
             reports.append(self._keepalive_report(request))
         return reports

@@ -2,7 +2,10 @@
 
 ``Ctap2(VirtualCtapDevice(Authenticator()))`` and ``Fido2Client`` drive the device unchanged.
 CTAPHID_CBOR maps to ``handle_cbor``, CTAPHID_MSG to ``handle_u2f``; ``event`` cancels a
-pending presence wait and ``on_keepalive`` hears UPNEEDED, as over USB.
+pending presence wait and ``on_keepalive`` hears UPNEEDED, as over USB. An injected fault's
+hold (authenticator/faults.py) is honoured here: a delay advances the authenticator's
+``FakeClock`` (a real clock: waits, ``event`` cutting it short), no answer raises
+``NoAnswerError`` (a ``TimeoutError``), as a HID transport's read timeout is an ``OSError``.
 
 ``InProcessHid`` goes one layer lower: real CTAPHID reports through transports/ctaphid.py and
 the threaded driver UHID and UDP use, for python-fido2's ``CtapHidDevice``.
@@ -11,6 +14,7 @@ the threaded driver UHID and UDP use, for python-fido2's ``CtapHidDevice``.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Hashable, Iterator
 from threading import Event
 
@@ -19,7 +23,8 @@ from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
 from softkey.authenticator import Authenticator
-from softkey.authenticator.environment import Clock
+from softkey.authenticator.environment import KEEPALIVE_PROCESSING, Clock
+from softkey.authenticator.faults import NoAnswerError
 
 from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
 from .server import HidServer
@@ -63,7 +68,8 @@ class VirtualCtapDevice(CtapDevice):
             # As over HID, where the engine answers ERR_INVALID_CMD (CTAP 2.1 §11.2.9.1.6).
             raise CtapError(CtapError.ERR.INVALID_COMMAND)
         if cmd == CTAPHID.CBOR:
-            return self.authenticator.handle_cbor(bytes(data), interaction)
+            response = self.authenticator.handle_cbor(bytes(data), interaction)
+            return self._honour_hold(response, event, interaction)
         if cmd == CTAPHID.MSG:
             return self.authenticator.handle_u2f(bytes(data), interaction)
         if cmd == CTAPHID.PING:
@@ -72,6 +78,26 @@ class VirtualCtapDevice(CtapDevice):
             self.authenticator.wink()
             return b""
         raise CtapError(CtapError.ERR.INVALID_COMMAND)
+
+    def _honour_hold(
+        self, response: bytes, event: Event | None, interaction: _Interaction
+    ) -> bytes:
+        hold = getattr(self.authenticator.last_outcome, "hold", None)
+        if hold is None:
+            return response
+        if hold.no_answer:
+            raise NoAnswerError("the key did not answer (injected fault no_answer)")
+        if hold.delay > 0:
+            interaction.keepalive(KEEPALIVE_PROCESSING)
+            advance = getattr(self.authenticator.clock, "advance", None)
+            if callable(advance):
+                advance(hold.delay)  # a FakeClock: the test's time moves, nobody sleeps
+            elif event is not None:
+                if event.wait(hold.delay):
+                    raise CtapError(CtapError.ERR.KEEPALIVE_CANCEL)
+            else:
+                time.sleep(hold.delay)
+        return response
 
     def close(self) -> None:
         return None

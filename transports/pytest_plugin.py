@@ -39,6 +39,25 @@ Presence (the person touching the key) is controlled per key: ``softkey.approve(
 records what was asked. Time is a ``FakeClock`` (``softkey.clock.advance(11)``), never sleeps.
 ``pin=`` sets a PIN the client then supplies (``softkey.pin``); ``template=PATH`` starts each
 test from a copy of a known state file. docs/ci.md has a complete example.
+
+Relying-party negative tests (transports/fault_methods.py): ``softkey.inject_fault(
+"bad_signature", count=1)`` (also up_flag/uv_flag, counter, counter_regression, rp_id_hash,
+aaguid, attestation_cert, error, delay, no_answer) breaks the next answers that reach the user;
+``softkey.faults`` / ``softkey.clear_faults()``. ``softkey.events`` lists what the key did.
+
+Built-in user verification (a profile with a fingerprint sensor, ``yubikey-bio``):
+``enrolled=True`` sets the PIN (``pin=``, else ``123456``) and enrolls one finger, so a
+UV-required ceremony runs through the sensor with no PIN entry. ``softkey.set_user_verified(
+False)`` (WebDriver's setUserVerified) makes every following fingerprint check fail
+(CTAP2_ERR_UV_INVALID, counting uvRetries down until the client falls back to the PIN);
+``softkey.next_uv_verdicts("fail", "timeout", "approve")`` scripts the next ones;
+``softkey.uv_requests`` records them; ``softkey.enroll_finger(name)`` enrolls another finger.
+
+WebDriver's credential commands (transports/webdriver.py): ``softkey.add_credential(
+credential_id, rp_id, private_key, user_handle=None, sign_count=0, resident=False,
+large_blob=None)`` with any credential ID, ``get_credentials(include_private_keys=False)``,
+``remove_credential(id)``, ``remove_all_credentials()``, ``set_credential_properties(id,
+backup_eligible=None, backup_state=None)`` (the BE/BS flags of authenticatorData).
 """
 
 from __future__ import annotations
@@ -51,10 +70,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from softkey.transports.fault_methods import FaultMethods
+from softkey.transports.webdriver import VirtualAuthenticatorMethods
+
 if TYPE_CHECKING:
     from fido2.ctap2 import Ctap2
 
     from softkey.authenticator import Authenticator, FakeClock, PresenceRequest, ScriptedPresence
+    from softkey.authenticator.builtin_uv import ScriptedVerifier
     from softkey.transports.inprocess import VirtualCtapDevice
     from softkey.transports.rp_client import RpClient
 
@@ -62,7 +85,7 @@ DEFAULT_ORIGIN = "https://example.com"
 DEFAULT_PROFILE = "ctap2.1"
 _VERDICT_NAMES = ("approve", "deny", "timeout", "cancel")
 
-_FACTORY_ARGS = ("profile", "origin", "presence", "pin", "state", "template")
+_FACTORY_ARGS = ("profile", "origin", "presence", "pin", "state", "template", "enrolled")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -96,7 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "softkey(profile=None, origin=None, presence='approve', pin=None, state=None, "
-        "template=None): configure the softkey fixture",
+        "template=None, enrolled=False): configure the softkey fixture",
     )
 
 
@@ -117,6 +140,17 @@ def _verdict(name: str) -> Any:
         ) from None
 
 
+def _uv_verdict(name: str) -> Any:
+    from softkey.authenticator.builtin_uv import VERDICT_NAMES
+
+    try:
+        return VERDICT_NAMES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown fingerprint verdict {name!r}; use one of {', '.join(VERDICT_NAMES)}"
+        ) from None
+
+
 class _Interaction:
     """python-fido2 ``UserInteraction``: supplies the PIN the key was given, if any."""
 
@@ -133,8 +167,11 @@ class _Interaction:
         return True
 
 
-class SoftKey:
-    """One virtual key as a relying-party test sees it."""
+class SoftKey(VirtualAuthenticatorMethods, FaultMethods):
+    """One virtual key as a relying-party test sees it.
+
+    WebDriver's credential commands (add_credential, get_credentials, remove_credential,
+    remove_all_credentials, set_credential_properties) come from transports/webdriver.py."""
 
     def __init__(
         self,
@@ -240,6 +277,48 @@ class SoftKey:
     def _set_default(self, name: str) -> None:
         self._presence.default = _verdict(name)
 
+    # -- built-in user verification (profiles with a fingerprint sensor) ---------------------
+
+    def set_user_verified(self, verified: bool) -> None:
+        """WebDriver's setUserVerified: every following fingerprint check matches (True:
+        UV and presence in one touch) or does not (False: CTAP2_ERR_UV_INVALID, a uvRetry
+        spent; the last one blocks the sensor until the PIN is entered). The default is True.
+        """
+        if not isinstance(verified, bool):
+            raise TypeError("set_user_verified takes True or False")
+        self._uv_verifier().default = _uv_verdict("approve" if verified else "fail")
+
+    def next_uv_verdicts(self, *verdicts: str) -> None:
+        """Script the next fingerprint checks: "approve", "fail", "timeout", "cancel" (then
+        the set_user_verified setting applies again). While enrolling, approve is a good
+        sample, fail a poor one, timeout no finger."""
+        self._uv_verifier().verdicts.extend(_uv_verdict(v) for v in verdicts)
+
+    @property
+    def uv_requests(self) -> list[PresenceRequest]:
+        """Every fingerprint check the key made, in order (purpose, rp_id)."""
+        return self._uv_verifier().requests
+
+    def enroll_finger(self, name: str = "finger 1") -> bytes:
+        """Enroll one more finger as a platform would (PIN token with be, then the capture
+        loop); needs the PIN set (``pin=``). Returns the template ID."""
+        from softkey.transports.bio_enroll import enroll_finger
+
+        if self.pin is None:
+            raise ValueError("enrolling a finger needs the key's PIN: make the key with pin=")
+        return enroll_finger(self.authenticator, self.pin, name)
+
+    def _uv_verifier(self) -> ScriptedVerifier:
+        from softkey.authenticator.builtin_uv import ScriptedVerifier
+
+        verifier = self.authenticator.verifier
+        if self.authenticator.profile.bio is None or not isinstance(verifier, ScriptedVerifier):
+            raise ValueError(
+                f"the {self.profile} profile has no fingerprint sensor (built-in UV); its user "
+                "verification is the PIN (pin=...). Use a profile with one: yubikey-bio"
+            )
+        return verifier
+
     # -- the key itself ------------------------------------------------------------------------
 
     def credentials(self, rp_id: str | None = None) -> list[Any]:
@@ -275,6 +354,7 @@ def make_softkey(
     pin: str | None = None,
     state: str | os.PathLike[str] | None = None,
     template: str | os.PathLike[str] | None = None,
+    enrolled: bool = False,
     *,
     workdir: Path | None = None,
 ) -> SoftKey:
@@ -282,10 +362,19 @@ def make_softkey(
 
     ``state``: a state file used in place (None: in memory). ``template``: a state file
     (e.g. made by `softkey import`) copied into ``workdir`` for this key alone, so every test
-    starts from the same known key and none can change it for the next.
+    starts from the same known key and none can change it for the next. ``enrolled``: on a
+    profile with a fingerprint sensor, set the PIN (``pin``, else ``DEFAULT_PIN``) and enroll
+    one finger, so UV-required ceremonies run through built-in UV with no PIN entry.
     """
-    from softkey.authenticator import Authenticator, FakeClock, ScriptedPresence
+    from softkey.authenticator import Authenticator, FakeClock, ScriptedPresence, Verdict
+    from softkey.authenticator.builtin_uv import ScriptedVerifier
+    from softkey.authenticator.profiles import get_profile
+    from softkey.transports.bio_enroll import DEFAULT_PIN
 
+    if enrolled and profile is not None and get_profile(profile).bio is None:
+        raise ValueError(
+            f"enrolled=True needs a profile with a fingerprint sensor (yubikey-bio), not {profile}"
+        )
     clock = FakeClock()
     scripted = ScriptedPresence(default=_verdict(presence))
     if template is not None:
@@ -295,13 +384,28 @@ def make_softkey(
             raise TypeError("template needs a workdir to copy into")
         state = workdir / "softkey.sqlite3"
         copy_state(Path(template), state)
-    auth = Authenticator(profile, state, presence=scripted, clock=clock)
+    # Fingerprint checks (bio profiles) match unless a test says otherwise.
+    verifier = ScriptedVerifier(default=Verdict.APPROVED)
+    auth = Authenticator(profile, state, presence=scripted, clock=clock, verifier=verifier)
     key = SoftKey(auth, scripted, clock, origin or DEFAULT_ORIGIN, pin=None)
-    if pin is not None:
-        if auth.pin_status()["set"]:
-            key.pin = pin  # a template/state that has its PIN: the client just types it
-        else:
-            key.set_pin(pin)
+    try:
+        if enrolled and auth.profile.bio is None:
+            raise ValueError(
+                "enrolled=True needs a profile with a fingerprint sensor (yubikey-bio), not "
+                f"{auth.profile.name}"
+            )
+        if enrolled and pin is None and not auth.pin_status()["set"]:
+            pin = DEFAULT_PIN
+        if pin is not None:
+            if auth.pin_status()["set"]:
+                key.pin = pin  # a template/state that has its PIN: the client just types it
+            else:
+                key.set_pin(pin)
+        if enrolled and not auth.pin_uv.builtin.enrolled:
+            key.enroll_finger()
+    except BaseException:
+        auth.close()
+        raise
     return key
 
 

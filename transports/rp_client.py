@@ -103,6 +103,11 @@ def explain(error: ClientError, authenticator: Authenticator) -> str:
                 "; free a slot (softkey.authenticator.delete_credential(id), "
                 "softkey.reset()) or use a profile with more slots (`softkey profiles`)"
             )
+        if cause.code == CtapError.ERR.UV_INVALID:
+            message += (
+                "; the fingerprint check failed as the fixture said (set_user_verified(False) "
+                "or next_uv_verdicts); softkey.set_user_verified(True) makes it match"
+            )
         return message
     if error.code == ClientError.ERR.CONFIGURATION_UNSUPPORTED and "verification" in str(cause):
         return (

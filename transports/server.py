@@ -8,6 +8,12 @@ waiting command, other channels get ERR_CHANNEL_BUSY, and a ticker thread sends 
 100 ms. ``peer`` is the transport's notion of who sent a report (a UDP address, a connection
 object, None for UHID).
 
+An injected fault's hold (authenticator/faults.py, ``Outcome.hold``) is carried out here, in the
+worker: a delayed answer is sent that many seconds later (by ``clock``) while the ticker keeps
+sending KEEPALIVE(PROCESSING), as a slow key does; a CANCEL meanwhile answers
+CTAP2_ERR_KEEPALIVE_CANCEL at once. "No answer" marks the request silent (no KEEPALIVE) and
+drops its response, so the client's read times out; the device is free for the next request.
+
 Where each report goes is decided by the engine, not here: every report it returns carries its
 ``peer`` (answers to a packet go to its sender; a transaction's response, keepalives and
 timeout go to the peer that sent the transaction's initialization packet). The server keeps no
@@ -25,6 +31,7 @@ from collections.abc import Callable, Hashable
 from softkey.authenticator import Authenticator
 from softkey.authenticator.ctap import Status
 from softkey.authenticator.environment import Clock, SystemClock
+from softkey.authenticator.faults import Hold
 
 from .ctaphid import Command, CtapHidEngine, Report, Request, capabilities_for
 
@@ -83,6 +90,7 @@ class HidServer:
         self._worker = threading.Thread(target=self._work, name="softkey-ctaphid", daemon=True)
         self._ticker = threading.Thread(target=self._tick_loop, name="softkey-tick", daemon=True)
         self._started = False
+        self._hold: Hold | None = None  # the running command's, set and read by the worker
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -175,9 +183,29 @@ class HidServer:
             if request is None:
                 return
             response = self._execute(request)
+            response = self._honour_hold(request, response)
             with self._lock:
                 for report in self.engine.complete(request, response, self.clock.monotonic()):
                     self._emit(report)
+
+    def _honour_hold(self, request: Request, response: bytes) -> bytes:
+        """An injected delay or no-answer (faults.py): wait, or drop the response."""
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return response
+        if hold.no_answer:
+            with self._lock:
+                request.silent = True
+                request.abandoned = True  # complete() then sends nothing at all
+            return b""
+        deadline = self.clock.monotonic() + hold.delay
+        while not request.abandoned:
+            if request.cancelled:
+                return bytes([Status.KEEPALIVE_CANCEL])
+            left = deadline - self.clock.monotonic()
+            if left <= 0 or self._stop.wait(min(self.tick_interval, left)):
+                break
+        return response
 
     def _execute(self, request: Request) -> bytes:
         if request.abandoned:
@@ -186,7 +214,9 @@ class HidServer:
         with self.auth_lock:
             try:
                 if request.command == Command.CBOR:
-                    return self.authenticator.handle_cbor(request.payload, interaction)
+                    response = self.authenticator.handle_cbor(request.payload, interaction)
+                    self._hold = getattr(self.authenticator.last_outcome, "hold", None)
+                    return response
                 if request.command == Command.MSG:
                     return self.authenticator.handle_u2f(request.payload, interaction)
                 self.authenticator.wink()

@@ -37,6 +37,7 @@ OPTIONS_2_1 = OPTIONS_2_1_PRE | {
     "credMgmt",
     "authnrCfg",
     "uvAcfg",
+    "uvBioEnroll",
     "setMinPINLength",
     "makeCredUvNotRqd",
     "alwaysUv",
@@ -74,7 +75,10 @@ def test_get_info_is_what_the_version_defines(name: str) -> None:
     assert set(options) <= ALLOWED_OPTIONS[profile.ctap]
     assert options["clientPin"] is False
     assert options["rk"] is True and options["up"] is True and options["plat"] is False
-    assert "uv" not in options  # no built-in user verification is emulated
+    if profile.bio is None:
+        assert "uv" not in options  # no built-in user verification (see test_bio.py)
+    else:
+        assert options["uv"] is False  # a fingerprint sensor, no finger enrolled yet
     assert info[K.PIN_UV_AUTH_PROTOCOLS] == list(profile.pin_protocols)
 
     if profile.ctap == CTAP2_0:
@@ -109,6 +113,7 @@ def test_get_info_is_what_the_version_defines(name: str) -> None:
     ("name", "ctap", "capacity"),
     [
         ("yubikey-5", CTAP2_1_PRE, 25),
+        ("yubikey-bio", CTAP2_1, 25),
         ("solokey", CTAP2_1_PRE, 50),
         ("nitrokey-3", CTAP2_1, 10),
         ("nitrokey-fido2", CTAP2_0, 8),

@@ -90,6 +90,22 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
         "keys": run("keys"),
         "profiles": run("profiles"),
         "credentials list": run("credentials", "list", *k),
+        # WebDriver-style: an imported credential with an ID of our choosing, every stored
+        # credential with private keys, and backup flags (tools/webdriver_ops.py).
+        "add-credential --credential-id": run(
+            "add-credential",
+            *k,
+            "--rp",
+            "example.com",
+            "--private-key",
+            str(root / "pem"),
+            "--credential-id",
+            "c0ffee",
+        ),
+        "credentials list --all": run("credentials", "list", *k, "--all", "--private-keys"),
+        "credentials set-properties": run(
+            "credentials", "set-properties", *k, "c0ffee", "--backup-eligible"
+        ),
         "export": run("export", *k, str(root / "e.json")),
         "import": run("import", "--key", "k2", str(root / "e.json")),
         "attestation export-ca": run("attestation", "export-ca", *k),
@@ -163,10 +179,34 @@ def _running_key_outputs(env: dict[str, str], run: Any) -> dict[str, dict[str, A
             out[verb] = run(verb, "--key", "r", "--wait", "20")
             asking.join(30)
         out["replug"] = run("replug", "--key", "r")
+        # Injected faults and the event log exist only on a running key.
+        out["fault add"] = run("fault", "add", "bad_signature", "--key", "r")
+        out["fault list"] = run("fault", "list", "--key", "r")
+        out["fault clear"] = run("fault", "clear", "--key", "r")
+        out["events"] = _event_lines(env, ["--key", "r"])
         return out
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _event_lines(env: dict[str, str], key: list[str]) -> dict[str, Any]:
+    """`softkey events --json` prints JSON lines, one object per event: each must parse, and
+    the check below looks at them all (the first line's top level has key/state/running)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "softkey.tools.cli", "events", *key, "--json"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=90,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and all(isinstance(line, dict) for line in lines)
+    return {**lines[0], "lines": lines}
 
 
 def test_the_readme_documents_every_json_verb_it_lists(outputs: dict[str, Any]) -> None:

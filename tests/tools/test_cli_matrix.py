@@ -88,6 +88,9 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("config", "set-min-pin-length"): lambda w: ["8"],
     ("run",): lambda w: ["--transport", "udp", "--port", "0", "--presence", "auto"],
     ("udev",): lambda w: ["--print"],
+    ("credentials", "set-properties"): lambda w: ["c0ffee", "--backup-eligible"],
+    ("fault", "add"): lambda w: ["bad_signature"],
+    ("set-user-verified",): lambda w: ["true"],
 }
 
 

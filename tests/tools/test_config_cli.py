@@ -304,7 +304,7 @@ def test_profiles_without_authenticator_config(
     refused = run(*verb, code=1)
     assert refused.stderr.strip() == (
         f"Error: the {profile} {NO_CONFIG}; profiles with it: ctap2.1, ctap2.2, "
-        "nitrokey-3, unlimited-rk (see `softkey profiles`)"
+        "yubikey-bio, nitrokey-3, unlimited-rk (see `softkey profiles`)"
     )
     assert _retries(state) == 8
     assert "authnrCfg" not in _info(state).options

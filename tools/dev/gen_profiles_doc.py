@@ -102,6 +102,20 @@ DECISIONS = [
     "  0x41 (its timers and RP binding still apply) and keeps 0x0A strict: 0x0A needs cm, and",
     "  a token from subcommand 0x09 without cm is refused on both. What shipping 2.1",
     "  firmware does here is not documented by the spec; this is a choice, not a measurement.",
+    "- **Built-in user verification** (`Profile.bio`, a fingerprint sensor; builtin_uv.py,",
+    "  bio_enrollment.py). One match attempt per request (no internal retries), so a",
+    "  platform's preferredPlatformUvAttempts are real attempts. A failed match spends a",
+    "  uvRetry (CTAP2_ERR_UV_INVALID); the last one answers CTAP2_ERR_UV_BLOCKED, and a",
+    "  blocked sensor answers it at once, so the platform asks for the PIN (python-fido2 and",
+    "  Chromium fall back on UV_BLOCKED); a right PIN resets uvRetries, as Yubico documents",
+    "  for the YubiKey Bio. No finger in time is CTAP2_ERR_USER_ACTION_TIMEOUT and costs no",
+    "  retry. The finger is also the user's presence: a token from clientPIN 0x06 starts with",
+    "  userPresent and the `uv` option sets UP without a second touch. `uv` in getInfo is",
+    "  false until a finger is enrolled, and then the `uv` option or 0x06 on an empty sensor",
+    "  is CTAP2_ERR_INVALID_OPTION / CTAP2_ERR_NOT_ALLOWED. Where §6.7 leaves bio-enrollment",
+    "  error codes open, softkey answers as Chromium's virtual authenticator does",
+    "  (CTAP2_ERR_INVALID_OPTION for an unknown templateId or nothing to enumerate). With",
+    "  alwaysUv on, a request without UV uses the sensor (§6.1.2 step 5.4).",
     "- **Quirks** (`Profile.quirks`). A vendor preset lists each place it follows its",
     "  vendor's observed behaviour instead of the spec, with the evidence; the code keys off",
     "  the quirk, never the preset's name. The generic `ctap2.x` profiles have none.",
@@ -138,11 +152,18 @@ def _name(key: int) -> str:
         return f"0x{key:02x}"
 
 
-def profile_info(profile: Profile, *, with_pin: bool = False) -> dict[int, Any]:
-    """getInfo of a fresh in-memory key of this profile (optionally with a PIN set)."""
+def profile_info(
+    profile: Profile, *, with_pin: bool = False, enrolled: bool = False
+) -> dict[int, Any]:
+    """getInfo of a fresh in-memory key of this profile (optionally with a PIN set, and a
+    finger enrolled through authenticatorBioEnrollment)."""
+    from softkey.transports.bio_enroll import enroll_finger
+
     with Authenticator(profile) as auth:
-        if with_pin:
+        if with_pin or enrolled:
             auth.set_pin("1234")
+        if enrolled:
+            enroll_finger(auth, "1234")
         return get_info(auth)
 
 
@@ -202,6 +223,21 @@ def _behaviour(profile: Profile) -> list[str]:
         lines.append(
             f"- 0x41 with a getPinToken (clientPIN 0x05) token: {verdict}; 0x0A needs a "
             "token with the cm permission"
+        )
+    if profile.bio is not None:
+        sensor = profile.bio
+        commands = (
+            "0x09 (bioEnroll) and the 0x40 prototype (userVerificationMgmtPreview)"
+            if profile.is_2_1
+            else "the 0x40 prototype (userVerificationMgmtPreview)"
+        )
+        lines.append(
+            f"- fingerprint sensor (built-in UV): authenticatorBioEnrollment {commands}; "
+            f"{sensor.max_templates} fingers, {sensor.samples} good samples each, names of up "
+            f"to {sensor.max_template_friendly_name} bytes; uvRetries {sensor.max_uv_retries} "
+            "(a failed match spends one, the last blocks the sensor until a right PIN); "
+            "clientPIN 0x06 getPinUvAuthTokenUsingUvWithPermissions (be through UV, acfg only "
+            "with the PIN) and 0x07 getUVRetries; enrolling needs a PIN first"
         )
     if profile.quirks:
         lines.append("- quirks (where this preset follows its vendor instead of the spec):")
@@ -272,6 +308,14 @@ def _section(profile: Profile) -> list[str]:
         f"After a PIN is set, options change to: `{json.dumps(changed)}`.",
         "",
     ]
+    if profile.bio is not None:
+        enrolled = profile_info(profile, enrolled=True)[InfoKey.OPTIONS]
+        flipped = {
+            name: value
+            for name, value in enrolled.items()
+            if with_pin[InfoKey.OPTIONS].get(name) != value
+        }
+        lines += [f"After a finger is enrolled, options change to: `{json.dumps(flipped)}`.", ""]
     return lines
 
 

@@ -401,6 +401,16 @@ def add_credential(
             imported=False,
             cred_protect=native.cred_protect if native else cred_protect,
         )
+    # An added credential is an added credential, however it got there (WebDriver's
+    # addCredential reports it as credentialAdded too).
+    auth.events.emit(
+        "credentialAdded",
+        rp_id=rp_id,
+        credential_id=credential_id,
+        sign_count=sign_count,
+        resident=resident,
+        imported=found.imported,
+    )
     return found
 
 
@@ -523,7 +533,17 @@ def remove_credential(auth: Authenticator, credential_id: bytes) -> bool:
     with auth.store.transaction():
         if auth.store.get_resident(credential_id) is not None:
             return auth.delete_credential(credential_id)
-        return auth.store.delete_imported(credential_id)
+        row = next(
+            (r for r in auth.store.list_imported() if r.credential_id == credential_id), None
+        )
+        deleted = auth.store.delete_imported(credential_id)
+        if deleted:
+            auth.events.emit(
+                "credentialDeleted",
+                rp_id=row.rp_id if row is not None else None,
+                credential_id=credential_id,
+            )
+        return deleted
 
 
 def remove_all_credentials(auth: Authenticator) -> int:

@@ -9,14 +9,18 @@ state (credentials, counters) untouched.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import uuid
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from fido2 import cbor
 from fido2.attestation import InvalidData, PackedAttestation
 from fido2.client import ClientError
+from fido2.cose import CoseKey
 from fido2.ctap import CtapError
 from fido2.server import Fido2Server
 from fido2.webauthn import AttestationConveyancePreference as Fido2Attestation
@@ -47,7 +51,7 @@ from webauthn.helpers.structs import UserVerificationRequirement as WebauthnUv
 
 from softkey.authenticator import Authenticator
 from softkey.authenticator.faults import KINDS, FaultError, NoAnswerError
-from softkey.tools.admin import dispatch
+from softkey.tools.admin import b64url, dispatch
 from softkey.tools.trace import install_trace
 
 RP_ID, ORIGIN = "example.com", "https://example.com"
@@ -509,3 +513,60 @@ def test_an_imported_credential_is_signed_again_with_its_own_key(softkey) -> Non
     key.public_key().verify(
         assertion.signature, bytes(assertion.auth_data) + b"\x04" * 32, ec.ECDSA(hashes.SHA256())
     )
+
+
+def _auth_data(response: dict) -> bytes:
+    data = response["response"]["authenticatorData"]
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def test_the_event_stream_tells_the_whole_story_in_order(softkey) -> None:
+    """Issue 17's acceptance in one RP session: an imported credential with a chosen ID logs
+    in, a bogus signature fails the RP once, a counter regression is caught, BE/BS appear as
+    set, the credential is removed; the fixture's event list shows each step in order and never
+    a secret."""
+    from fido2.webauthn import AttestedCredentialData
+
+    softkey.clear_events()
+    private = ec.generate_private_key(ec.SECP256R1())
+    chosen = b"rp-fixture-credential-0001"
+    softkey.add_credential(chosen, RP_ID, private, sign_count=41)
+    softkey.set_credential_properties(chosen, backup_eligible=True, backup_state=True)
+    server = Fido2Server(RP)
+    stored = softkey.get_credentials()[0]
+    credential = AttestedCredentialData.create(
+        bytes(16), chosen, CoseKey.parse(cbor.decode(stored.public_key))
+    )
+
+    request, state = server.authenticate_begin([credential], user_verification=DISCOURAGED)
+    response = softkey.get(request)
+    server.authenticate_complete(state, [credential], response)
+    auth_data = _auth_data(response)
+    assert auth_data[32] & 0x08 and auth_data[32] & 0x10  # BE and BS, exactly as set
+    counted = int.from_bytes(auth_data[33:37], "big")
+    assert counted > 41  # continues from the imported sign count (the pre-flight counts too)
+
+    softkey.inject_fault("bad_signature")
+    with pytest.raises(ValueError, match="[Ss]ignature"):
+        _fido2_login(softkey, server, credential)
+    last_signed = softkey.get_credentials()[0].sign_count
+    softkey.inject_fault("counter_regression")
+    request, state = server.authenticate_begin([credential], user_verification=DISCOURAGED)
+    regressed = int.from_bytes(_auth_data(softkey.get(request))[33:37], "big")
+    # Not above what the key signed before: an RP that checks counters sees a clone.
+    assert regressed <= last_signed
+    softkey.remove_credential(chosen)
+
+    events = [e for e in softkey.events if not e["type"].startswith("presence")]
+    mine = [e for e in events if e["credential_id"] in (None, b64url(chosen))]
+    assert [e["type"] for e in mine] == [
+        "credentialAdded",
+        *(["credentialAsserted"] * len([e for e in mine if e["type"] == "credentialAsserted"])),
+        "credentialDeleted",
+    ]
+    asserted = [e for e in mine if e["type"] == "credentialAsserted" and e["up"]]
+    assert len(asserted) == 3  # the login, the bogus-signature one, the regressed one
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    text = json.dumps(softkey.events)
+    secret = private.private_numbers().private_value.to_bytes(32, "big")
+    assert secret.hex() not in text and b64url(secret) not in text

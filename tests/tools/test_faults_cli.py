@@ -257,6 +257,9 @@ def test_events_follow_streams_new_events_until_interrupted(key: Key) -> None:
 
 
 def test_events_follow_ends_when_the_key_stops(key: Key) -> None:
+    # One event in the history first: its line on stdout shows `events --follow` is subscribed
+    # before the key stops (else it could start after the key is gone and rightly exit 1).
+    assert key.cli("fill", "--count", "1").returncode == 0
     follow = subprocess.Popen(
         [sys.executable, "-m", "softkey.tools.cli", "events", "--follow"]
         + ["--state", str(key.state)],
@@ -268,7 +271,8 @@ def test_events_follow_ends_when_the_key_stops(key: Key) -> None:
         text=True,
     )
     try:
-        assert key.json("status")["running"]
+        assert follow.stdout is not None
+        assert follow.stdout.readline().strip(), "no event line from `softkey events --follow`"
         key.stop()
         assert follow.wait(20) == 0
     finally:

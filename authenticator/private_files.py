@@ -27,6 +27,7 @@ import errno
 import grp
 import os
 import pwd
+import secrets
 import stat
 from pathlib import Path
 
@@ -163,6 +164,42 @@ def check_directory(directory: Path) -> None:
                 f"softkey's files there; run `chmod g-w {d}` or keep the key in a directory of "
                 "your own"
             )
+
+
+def write_private_file(
+    path: str | os.PathLike[str], data: bytes, *, what: str = "file"
+) -> os.stat_result:
+    """``data`` to ``path`` with mode 0600 from its first byte, atomically; returns the new
+    file's stat (its inode, for a later "is it still ours?").
+
+    The temporary file beside ``path`` has an unguessable name and is created exclusively
+    without following links (``open_private``), so another user of a shared directory can
+    neither pre-create it nor point it elsewhere; the rename replaces whatever ``path`` was
+    (a planted symlink itself, never its target). Whether an existing ``path`` may be replaced
+    is the caller's decision."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise PrivateFileError(f"{path.parent} does not exist; create it or choose another path")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = open_private(tmp, exclusive=True, what=what)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            st = os.fstat(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise PrivateFileError(
+            f"cannot write {path} ({os.strerror(exc.errno or 0)}); choose another path"
+        ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return st
 
 
 def is_private_dir(directory: Path) -> bool:

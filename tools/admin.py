@@ -98,10 +98,6 @@ def credential_record(auth: Authenticator, cred: ResidentCredential) -> dict[str
     return record(describe_resident(auth, cred))
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def parse_id(text: str, what: str) -> bytes:
     """A credential ID or user handle given as hex or base64url (padding optional).
 

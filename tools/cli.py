@@ -1293,12 +1293,13 @@ def attestation_export_ca(
     with open_key(ref, write=False) as backend:
         data = backend.call("attestation_ca")
     if output is not None:
+        from softkey.authenticator.private_files import PrivateFileError, write_private_file
+
+        # A public certificate, but the path is still never followed through a planted link.
         try:
-            output.write_text(data["pem"])  # a CA certificate: public, any mode is fine
-        except OSError as exc:
-            raise CliError(
-                f"cannot write {output} ({os.strerror(exc.errno or 0)}); choose another file"
-            ) from None
+            write_private_file(output, data["pem"].encode(), what="certificate file")
+        except PrivateFileError as exc:
+            raise CliError(str(exc)) from None
     if as_json:
         emit_json(
             {**_key_header(ref, backend), **data, **({"output": str(output)} if output else {})}

@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import click
 from softkey.authenticator import Authenticator, AutoPresence, FixedPresence, StateError, Verdict
 from softkey.authenticator.builtin_uv import ScriptedVerifier
 from softkey.authenticator.environment import Presence
+from softkey.authenticator.private_files import PrivateFileError, write_private_file
 from softkey.authenticator.store import StateLock
 from softkey.tools import paths
 from softkey.transports import control
@@ -460,11 +460,8 @@ class Readiness:
             if self.path is not None:
                 try:
                     self._written = _write_atomically(self.path, line + "\n")
-                except OSError as exc:
-                    self.error = (
-                        f"cannot write the --ready-file {self.path}: {exc.strerror or exc}; "
-                        "check that its directory is writable, or pick another path"
-                    )
+                except PrivateFileError as exc:
+                    self.error = f"cannot write the --ready-file: {exc}"
                     raise RunError(self.error) from None
             if self.to_stdout:
                 with _OUT_LOCK:
@@ -487,23 +484,9 @@ class Readiness:
 
 
 def _write_atomically(path: Path, text: str) -> tuple[int, int]:
-    """``text`` to ``path`` via a 0600 temporary file in its directory and a rename; returns
-    the new file's (device, inode)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-            st = os.fstat(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``text`` to ``path`` (0600, temporary file and rename: private_files.write_private_file);
+    returns the new file's (device, inode)."""
+    st = write_private_file(path, text.encode(), what="ready file")
     return st.st_dev, st.st_ino
 
 

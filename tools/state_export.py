@@ -180,33 +180,15 @@ def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 
 def write_private(path: Path, data: bytes, force: bool = False) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically.
-
-    The temporary file gets an unguessable name, is created exclusively without following
-    links and checked on its descriptor (private_files.py), so another user of a shared
-    directory can neither pre-create it nor point it elsewhere."""
+    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically
+    (private_files.write_private_file); an existing file only with ``force``."""
     path = Path(path)
     if os.path.lexists(path) and not force:
         raise ExportError(f"{path} already exists; choose another file or pass --force")
-    if not path.parent.is_dir():
-        raise ExportError(f"{path.parent} does not exist; create it or choose another file")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = private_files.open_private(tmp, exclusive=True, what="export file")
+        private_files.write_private_file(path, data, what="export file")
     except private_files.PrivateFileError as exc:
         raise ExportError(str(exc)) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path} ({os.strerror(exc.errno or 0)})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def export_state(

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 def record(cred: StoredCredential) -> dict[str, Any]:
     """The JSON form of one stored credential (README "JSON": `credentials list`)."""
-    from softkey.tools.admin import b64url
+    from softkey.authenticator.events import b64url
 
     created = None
     if cred.created_at is not None:
@@ -95,7 +95,8 @@ def stored(auth: Authenticator, rp: str | None = None) -> list[StoredCredential]
 def match_stored(auth: Authenticator, prefix: str) -> StoredCredential:
     """The stored credential whose ID is ``prefix`` or the only one starting with it (hex or
     base64url, as `softkey credentials list` shows them)."""
-    from softkey.tools.admin import _B64URL, AdminError, b64url
+    from softkey.authenticator.events import b64url
+    from softkey.tools.admin import _B64URL, AdminError
 
     text = prefix.strip() if isinstance(prefix, str) else ""
     if not text or not _B64URL.fullmatch(text.rstrip("=")):

@@ -416,7 +416,11 @@ def copy_state(source: Path, target: Path) -> None:
 
     if not source.is_file():
         raise FileNotFoundError(f"softkey template {source} does not exist")
-    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The copy holds a master key: created 0600, never through a planted link (private_files).
+    from softkey.authenticator.private_files import open_private
+
+    fd = open_private(target, what="state file")
+    os.ftruncate(fd, 0)
     os.close(fd)
     src = sqlite3.connect(
         "file:" + urllib.parse.quote(str(source.absolute())) + "?mode=ro", uri=True

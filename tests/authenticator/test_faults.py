@@ -50,8 +50,9 @@ from webauthn.helpers.structs import (
 from webauthn.helpers.structs import UserVerificationRequirement as WebauthnUv
 
 from softkey.authenticator import Authenticator
+from softkey.authenticator.events import b64url
 from softkey.authenticator.faults import KINDS, FaultError, NoAnswerError
-from softkey.tools.admin import b64url, dispatch
+from softkey.tools.admin import dispatch
 from softkey.tools.trace import install_trace
 
 RP_ID, ORIGIN = "example.com", "https://example.com"

@@ -212,3 +212,28 @@ def test_open_private_never_widens_and_fixes_a_tight_umask(tmp_path: Path) -> No
     assert _mode(tmp_path / "f") == 0o600
     with pytest.raises(PrivateFileError, match="already exists"):
         open_private(tmp_path / "f", exclusive=True)
+
+
+def test_ca_export_never_writes_through_a_planted_symlink(
+    shared_base: Path, tmp_path: Path
+) -> None:
+    """`attestation export-ca -o` writes through the same private write as exports: a link that
+    another user planted under the name is replaced (or refused), its target never written."""
+    state = tmp_path / "key.sqlite3"
+    Authenticator(state=state).close()
+    target = shared_base / "precious.conf"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    own = tmp_path / "ca.pem"
+    os.symlink(target, own)  # in a directory of ours: replaced by the certificate
+    result = _cli("attestation", "export-ca", "--state", str(state), "-o", str(own))
+    assert result.returncode == 0, result.stderr
+    assert not own.is_symlink() and "BEGIN CERTIFICATE" in own.read_text()
+    planted = shared_base / "shared" / "ca.pem"  # another user's link in a sticky directory
+    assert as_uid(ATTACKER, lambda: os.symlink(target, planted)).returncode == 0
+    result = _cli("attestation", "export-ca", "--state", str(state), "-o", str(planted))
+    assert "Traceback" not in result.stderr
+    # Root may replace the link (sticky bits do not bind root); it never writes its target.
+    assert result.returncode == 1 or not planted.is_symlink()
+    assert target.read_text() == "keep me\n" and _mode(target) == 0o644
+    assert [p.name for p in planted.parent.iterdir() if p.name.endswith(".tmp")] == []

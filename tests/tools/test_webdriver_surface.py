@@ -32,8 +32,9 @@ from fido2.webauthn import (
 )
 
 from softkey.authenticator import Authenticator
+from softkey.authenticator.events import b64url
 from softkey.tools import paths
-from softkey.tools.admin import b64url, dispatch
+from softkey.tools.admin import dispatch
 from softkey.tools.cli import cli
 from softkey.transports.inprocess import VirtualCtapDevice
 

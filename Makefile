@@ -32,7 +32,8 @@ test-random: $(STAMP)
 	$(PY) -m pytest -q -p randomly $(if $(RANDOM_SEED),--randomly-seed=$(RANDOM_SEED)) \
 		--ignore=tests/packaging $(ARGS)
 
-## Speed, as ratios to crypto floors; writes docs/benchmarks.md. BENCH_ARGS="--quick" for a smoke run.
+## Speed, side by side with floors and a reference server; prints every target met/MISSED and
+## writes docs/benchmarks.md. BENCH_ARGS="--quick": a smoke run (small sizes; writes nothing).
 bench: $(STAMP)
 	$(PY) -m softkey.tools.dev.bench --write $(BENCH_ARGS)
 

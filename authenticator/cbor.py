@@ -52,6 +52,13 @@ def _head(major: int, value: int) -> bytes:
     raise ValueError("integer out of CBOR range")
 
 
+class Encoded(bytes):
+    """One CBOR item already encoded in CTAP2 canonical form, spliced into a response as is:
+    for parts that are stored encoded (a COSE_Key) or encoded once and sent many times."""
+
+    __slots__ = ()
+
+
 def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
     """CTAP2 canonical order of an encoded (key, value): major type, length, bytes."""
     key = item[0]
@@ -81,6 +88,8 @@ def encode(value: Any) -> bytes:
         return b"\xf4"
     if value is None:
         return b"\xf6"
+    if kind is Encoded:
+        return bytes(value)
     if isinstance(value, int):
         return _head(0, value) if value >= 0 else _head(1, -1 - value)
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -14,6 +14,14 @@ At 0xFFFFFFFF (the most authenticatorData's 32-bit field holds) the counter stay
 the two ways out, wrapping to 0 tells an RP (WebAuthn §6.1.1, §7.2) both that the
 authenticator has no counter and, against its stored value, that it was cloned, while staying
 at the top keeps the counter monotonic (never decreasing) and flags only the repeat.
+
+Durability without a commit per signature, as firmware does it: values are reserved in blocks
+of ``RESERVE_BLOCK``. Before handing out c .. c+K-1 the store persists c+K-1 (store.py
+"signature counters"); the values themselves come from memory. A crash (kill -9) or power loss
+loses only the unused rest of a block, so the counter jumps forward by less than K and never
+repeats or goes back: WebAuthn §6.1.1 asks only that it increase. A clean close writes the last
+value back, so an orderly restart continues without a jump. Reading the state file directly
+while the key runs shows the reservation, not the last value.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ class CounterMode(str, Enum):
 
 
 DEFAULT_MODE = CounterMode.PER_CREDENTIAL
+
+# Values reserved per durable write: one commit (and fsync) per this many signatures of a
+# credential (per-credential mode) or of the device (global mode).
+RESERVE_BLOCK = 256
 
 
 def parse_mode(name: str | CounterMode) -> CounterMode:
@@ -66,11 +78,8 @@ def next_value(store: Store, mode: CounterMode, credential_id: bytes) -> int:
     if mode is CounterMode.ZERO:
         return 0
     if mode is CounterMode.GLOBAL:
-        with store.transaction():
-            value = min(store.get_int(META_GLOBAL) + 1, MAX_COUNTER)
-            store.set_int(META_GLOBAL, value)
-        return value
-    return store.increment_counter(credential_id, MAX_COUNTER)
+        return store.increment(META_GLOBAL, MAX_COUNTER, RESERVE_BLOCK)
+    return store.increment_counter(credential_id, MAX_COUNTER, RESERVE_BLOCK)
 
 
 def current_value(store: Store, mode: CounterMode, credential_id: bytes) -> int:
@@ -78,7 +87,7 @@ def current_value(store: Store, mode: CounterMode, credential_id: bytes) -> int:
     if mode is CounterMode.ZERO:
         return 0
     if mode is CounterMode.GLOBAL:
-        return store.get_int(META_GLOBAL)
+        return store.counter_value(META_GLOBAL)
     return store.get_counter(credential_id)
 
 
@@ -93,6 +102,6 @@ def set_value(store: Store, mode: CounterMode, credential_id: bytes, value: int)
     if mode is CounterMode.ZERO:
         raise ValueError("counter mode is 'zero': signatures always carry 0, nothing to set")
     if mode is CounterMode.GLOBAL:
-        store.set_int(META_GLOBAL, value)
+        store.set_counter_value(META_GLOBAL, value)
     else:
         store.set_counter(credential_id, value)

@@ -23,7 +23,7 @@ thirdPartyPayment (0x0C).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum, unique
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +114,10 @@ class RpCursor:
 
 @dataclass
 class CredentialCursor:
-    """enumerateCredentialsBegin snapshot: IDs of the RP's credentials still to hand out."""
+    """enumerateCredentialsBegin snapshot: the RP's credentials still to hand out, read once
+    by Begin, in reverse (the next one is last, so taking it is O(1))."""
 
-    remaining: list[bytes]
+    remaining: list[ResidentCredential]
 
 
 # -- registration with the device ------------------------------------------------------------
@@ -288,49 +289,98 @@ def _next_rp(auth: Authenticator, cursor: object) -> dict:
     return {R.RP: _rp_entity(rp_id, rp_name), R.RP_ID_HASH: rp_hash}
 
 
-def _credential_entry(auth: Authenticator, cred: ResidentCredential) -> dict:
-    user: dict[str, Any] = {"id": cred.user_id}
-    if cred.user_name is not None:
-        user["name"] = cred.user_name
-    if cred.user_display_name is not None:
-        user["displayName"] = cred.user_display_name
+# Encoded once: the fixed parts of every entry (CTAP2 canonical order: text keys by length,
+# then bytewise, so "id" < "icon" < "name" < "displayName"; "id" < "type").
+_ID = cbor.encode("id")
+_ICON = cbor.encode("icon")
+_NAME = cbor.encode("name")
+_DISPLAY_NAME = cbor.encode("displayName")
+_PUBLIC_KEY_TYPE = cbor.encode("type") + cbor.encode("public-key")
+_DESCRIPTOR_HEAD = bytes([0xA2]) + _ID  # a map of two: id, type
+_USER_HEADS = tuple(bytes([0xA0 + n]) for n in range(5))  # a map of n members
+
+
+def _credential_entry(
+    cred: ResidentCredential, third_party_payment: bool | None, total: int | None = None
+) -> dict:
+    """One credential's response (§6.8.4), from the stored row alone: its COSE_Key and
+    thirdPartyPayment are columns (store.py schema 5), so no unwrapping and no query."""
+    user = [_ID, cbor.encode(cred.user_id)]
     if cred.user_icon is not None:  # kept by 2.0-style profiles (Profile.icons)
-        user["icon"] = cred.user_icon
+        user += (_ICON, cbor.encode(cred.user_icon))
+    if cred.user_name is not None:
+        user += (_NAME, cbor.encode(cred.user_name))
+    if cred.user_display_name is not None:
+        user += (_DISPLAY_NAME, cbor.encode(cred.user_display_name))
+    user[0] = _USER_HEADS[len(user) // 2] + _ID
+    # Plain int keys (R's values) take the encoder's fast path and encode the same.
     entry: dict[int, Any] = {
-        R.USER: user,
-        R.CREDENTIAL_ID: {"id": cred.credential_id, "type": "public-key"},
-        R.CRED_PROTECT: cred.cred_protect,
+        6: cbor.Encoded(b"".join(user)),  # R.USER
+        7: cbor.Encoded(  # R.CREDENTIAL_ID
+            _DESCRIPTOR_HEAD + cbor.encode(cred.credential_id) + _PUBLIC_KEY_TYPE
+        ),
+        10: cred.cred_protect,  # R.CRED_PROTECT
     }
-    # The public key is derived from the wrapped private key inside the ID.
-    secrets = auth.secrets_of(cred.credential_id, cred.rp_id_hash)  # imported ones too
-    if secrets is not None:
-        entry[R.PUBLIC_KEY] = cose.public_cose(secrets.alg, secrets.private_key)
+    if cred.public_key is not None:
+        entry[8] = cbor.Encoded(cred.public_key)  # R.PUBLIC_KEY, stored encoded
+    if total is not None:
+        entry[9] = total  # R.TOTAL_CREDENTIALS
     if cred.large_blob_key is not None:
-        entry[R.LARGE_BLOB_KEY] = cred.large_blob_key
-    if THIRD_PARTY_PAYMENT in auth.extensions:  # CTAP 2.2 §6.8.4
-        entry[R.THIRD_PARTY_PAYMENT] = secrets is not None and secrets.third_party_payment
+        entry[11] = cred.large_blob_key  # R.LARGE_BLOB_KEY
+    if third_party_payment is not None:
+        entry[12] = third_party_payment  # R.THIRD_PARTY_PAYMENT
     return entry
+
+
+def stored_public_keys(
+    auth: Authenticator, creds: list[ResidentCredential]
+) -> list[ResidentCredential]:
+    """``creds`` with public_key and third_party_payment filled in where a row written before
+    schema 5 lacks them: derived once from the wrapped private key and saved in the row."""
+    missing = [c for c in creds if c.public_key is None or c.third_party_payment is None]
+    if not missing:
+        return creds
+    filled: dict[bytes, ResidentCredential] = {}
+    updates: list[tuple[bytes, bytes | None, bool]] = []
+    for cred in missing:
+        secrets = auth.secrets_of(cred.credential_id, cred.rp_id_hash)  # imported ones too
+        if secrets is None:  # nothing to derive it from: listed without a key, as before
+            filled[cred.credential_id] = replace(cred, third_party_payment=False)
+            continue
+        key = cbor.encode(cose.public_cose(secrets.alg, secrets.private_key))
+        tpp = secrets.third_party_payment
+        filled[cred.credential_id] = replace(cred, public_key=key, third_party_payment=tpp)
+        updates.append((cred.credential_id, key, tpp))
+    if updates:
+        auth.store.set_public_keys(updates)
+    return [filled.get(c.credential_id, c) for c in creds]
 
 
 def _begin_credentials(auth: Authenticator, rp_hash: bytes) -> dict:
-    creds = auth.store.list_resident(rp_hash)
+    creds = auth.store.list_resident(rp_hash)  # one query for the whole enumeration
     if not creds:
         raise CtapError(Status.NO_CREDENTIALS, "no discoverable credentials for that RP")
-    first, rest = creds[0], creds[1:]
-    if rest:
-        auth.pending = CredentialCursor([c.credential_id for c in rest])
-    entry = _credential_entry(auth, first)
-    entry[R.TOTAL_CREDENTIALS] = len(creds)
-    return entry
+    creds = stored_public_keys(auth, creds)
+    first = creds[0]
+    if len(creds) > 1:
+        rest = creds[1:]
+        rest.reverse()
+        auth.pending = CredentialCursor(rest)
+    return _credential_entry(first, _third_party_payment(auth, first), len(creds))
+
+
+def _third_party_payment(auth: Authenticator, cred: ResidentCredential) -> bool | None:
+    if THIRD_PARTY_PAYMENT not in auth.extensions:  # a CTAP 2.2 member (§6.8.4)
+        return None
+    return bool(cred.third_party_payment)
 
 
 def _next_credential(auth: Authenticator, cursor: object) -> dict:
     if not isinstance(cursor, CredentialCursor) or not cursor.remaining:
         raise CtapError(Status.NOT_ALLOWED, "no enumerateCredentialsBegin in progress")
-    credential_id = cursor.remaining.pop(0)
+    # Deleting or updating a credential is another subcommand, which ends the enumeration:
+    # the snapshot cannot go stale while the cursor lives.
+    cred = cursor.remaining.pop()
     if cursor.remaining:
         auth.pending = cursor
-    cred = auth.store.get_resident(credential_id)
-    if cred is None:  # cannot happen: deleting ends the enumeration
-        raise CtapError(Status.NO_CREDENTIALS, "the credential was deleted meanwhile")
-    return _credential_entry(auth, cred)
+    return _credential_entry(cred, _third_party_payment(auth, cred))

@@ -88,13 +88,18 @@ class Candidate:
 
 @dataclass
 class PendingAssertions:
-    """State between getAssertion and getNextAssertion; cleared by any other command."""
+    """State between getAssertion and getNextAssertion; cleared by any other command.
+
+    A cursor, not a list: the next credential is the RP's most recent one older than
+    ``after`` (its insertion order) that the credProtect filter lets through, read and
+    unwrapped only when getNextAssertion asks for it."""
 
     rp_hash: bytes
     client_data_hash: bytes
     flags: int
     uv: bool
-    remaining: list[Candidate]
+    after: int
+    left: int
     expires: float
     extensions: ext.GetAssertionExtensions | None = None
 
@@ -208,6 +213,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
     )
     credential_id = auth.wrapper.wrap(secrets, rp_hash)
     large_blob_key = auth.random(ext.LARGE_BLOB_KEY_LEN) if requested.large_blob_key else None
+    public_key = cbor.encode(cose.public_cose(alg, key))
 
     if rk:
         capacity = auth.profile.rk_capacity
@@ -223,6 +229,9 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
                 user_icon=user_icon,
                 cred_protect=cred_protect,
                 large_blob_key=large_blob_key,
+                # Kept for credential management, which then lists without unwrapping.
+                public_key=public_key,
+                third_party_payment=secrets.third_party_payment,
             ),
             capacity,
         )
@@ -234,10 +243,7 @@ def make_credential(auth: Authenticator, params: dict, interaction: Interaction)
 
     flags = FLAG_UP | (FLAG_UV if uv else 0)
     attested = (
-        auth.profile.aaguid
-        + struct.pack(">H", len(credential_id))
-        + credential_id
-        + cbor.encode(cose.public_cose(alg, key))
+        auth.profile.aaguid + struct.pack(">H", len(credential_id)) + credential_id + public_key
     )
     ext_out = requested.outputs(auth, secrets, uv, rp_id)
     # BE/BS (backup.py): the profile's default for a new credential, off on every preset.
@@ -348,15 +354,14 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
             break
         number = None
     else:
-        for resident in auth.store.list_resident(rp_hash):
-            found = auth.locate(resident.credential_id, rp_hash)
-            if found is None:
-                continue
-            # credProtect levels 2 and 3 are not discoverable without UV (CTAP 2.1 §12.1).
-            if found.secrets.cred_protect >= 2 and not uv:
-                continue
-            candidates.append(found)
-        number = len(candidates) if candidates else None
+        # Discoverable credentials, most recent first (CTAP 2.1 §6.2.2 step 7: the first
+        # one is "the most recently created"). Only the one answered now is unwrapped; the
+        # count comes from the stored credProtect column (levels 2 and 3 are not
+        # discoverable without UV, §12.1), which is the level inside the ID.
+        total, unprotected = auth.store.rp_counts(rp_hash)
+        first_found = _next_discoverable(auth, rp_hash, None, uv)
+        candidates = [first_found] if first_found is not None else []
+        number = (total if uv else unprotected) if candidates else None
 
     if not candidates:
         if allow_ids:
@@ -379,14 +384,15 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
         auth.pin_uv.collect_presence("getAssertion", rp_id, interaction)
     flags = (FLAG_UP if up else 0) | (FLAG_UV if uv else 0)
 
-    first, rest = candidates[0], candidates[1:]
-    if rest:
+    first = candidates[0]
+    if number is not None and number > 1 and first.resident is not None:
         auth.pending = PendingAssertions(
             rp_hash=rp_hash,
             client_data_hash=client_data_hash,
             flags=flags,
             uv=uv,
-            remaining=rest,
+            after=first.resident.created,
+            left=number - 1,
             expires=auth.clock.monotonic() + NEXT_ASSERTION_TIMEOUT,
             extensions=requested,
         )
@@ -396,16 +402,39 @@ def get_assertion(auth: Authenticator, params: dict, interaction: Interaction) -
     return response
 
 
+def _next_discoverable(
+    auth: Authenticator, rp_hash: bytes, after: int | None, uv: bool
+) -> Candidate | None:
+    """The RP's most recent discoverable credential older than ``after`` that this request
+    may use, unwrapped; None when there is none left."""
+    while True:
+        resident = auth.store.next_resident(rp_hash, after, protected=uv)
+        if resident is None:
+            return None
+        after = resident.created
+        secrets = auth.secrets_of(resident.credential_id, rp_hash)
+        # A row whose ID does not open (or whose level disagrees with the column) is skipped,
+        # as before; a consistent store never has one.
+        if secrets is None or not secrets.discoverable or (secrets.cred_protect >= 2 and not uv):
+            continue
+        return Candidate(resident.credential_id, secrets, resident)
+
+
 def get_next_assertion(auth: Authenticator, params: dict, interaction: Interaction) -> dict:
     pending = auth.pending
-    if not isinstance(pending, PendingAssertions) or not pending.remaining:
+    if not isinstance(pending, PendingAssertions) or pending.left <= 0:
         auth.pending = None
         raise CtapError(Status.NOT_ALLOWED, "no getAssertion with more credentials pending")
     if auth.clock.monotonic() > pending.expires:
         auth.pending = None
         raise CtapError(Status.NOT_ALLOWED, "getNextAssertion came more than 30 s later")
-    cand = pending.remaining.pop(0)
-    if not pending.remaining:
+    cand = _next_discoverable(auth, pending.rp_hash, pending.after, pending.uv)
+    if cand is None or cand.resident is None:  # only if rows went behind the cursor's back
+        auth.pending = None
+        raise CtapError(Status.NOT_ALLOWED, "no more credentials for this getAssertion")
+    pending.left -= 1
+    pending.after = cand.resident.created
+    if pending.left <= 0:
         auth.pending = None
     response = _assertion(
         auth,

@@ -350,6 +350,9 @@ def add_credential(
                     user_display_name=params.truncate_name(user_display_name),
                     cred_protect=native.cred_protect if native else cred_protect,
                     large_blob_key=large_blob_key,
+                    # Kept with the slot for credential management (store.py schema 5).
+                    public_key=cbor.encode(cose.public_cose(alg, raw)),
+                    third_party_payment=bool(native and native.third_party_payment),
                 ),
                 auth.profile.rk_capacity,
             )

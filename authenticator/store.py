@@ -26,7 +26,11 @@ from . import private_files
 # 3: credentials.user_icon (user.icon on profiles that keep it; NULL for older rows).
 # 4: tables imported_credentials (credentials with any ID, authenticator/imported.py) and
 #    credential_properties (per-credential backup flags BE/BS, authenticator/backup.py).
-SCHEMA_VERSION = 4
+# 5: credentials.public_key (the COSE_Key, CBOR) and credentials.third_party_payment, written
+#    at creation so credential management lists without unwrapping (NULL in older rows until
+#    an enumeration fills them in, credman.py); index credentials_by_rp for the usernameless
+#    getAssertion walk (ctap2.py). Counters are reserved in blocks (counters.py).
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -46,8 +50,13 @@ CREATE TABLE IF NOT EXISTS credentials (
     large_blob_key    BLOB,
     created_at        INTEGER,
     user_icon         TEXT,
+    public_key        BLOB,
+    third_party_payment INTEGER,
     UNIQUE (rp_id_hash, user_id)
 );
+-- One RP's credentials most recent first, with what the credProtect filter needs
+-- (getAssertion with an empty allowList: CTAP 2.1 §6.2.2, §12.1).
+CREATE INDEX IF NOT EXISTS credentials_by_rp ON credentials (rp_id_hash, seq, cred_protect);
 CREATE TABLE IF NOT EXISTS counters (
     credential_hash BLOB PRIMARY KEY,
     value           INTEGER NOT NULL
@@ -92,11 +101,16 @@ class ResidentCredential:
     created_at: int | None = None
     # user.icon, kept only by profiles with ``icons`` (CTAP 2.0 §5.1); None for older rows.
     user_icon: str | None = None
+    # The credential's COSE_Key (CBOR bytes) and its thirdPartyPayment flag, stored so that
+    # listing needs no unwrapping; None in rows written before schema 5 (credman.py fills
+    # them in).
+    public_key: bytes | None = None
+    third_party_payment: bool | None = None
 
 
 _FIELDS = (
     "credential_id, rp_id, rp_id_hash, user_id, rp_name, user_name, user_display_name, "
-    "cred_protect, large_blob_key, user_icon"
+    "cred_protect, large_blob_key, user_icon, public_key, third_party_payment"
 )
 _COLUMNS = _FIELDS + ", seq, created_at"
 
@@ -113,8 +127,10 @@ def _row(row: tuple) -> ResidentCredential:
         cred_protect=row[7],
         large_blob_key=bytes(row[8]) if row[8] is not None else None,
         user_icon=row[9],
-        created=row[10],
-        created_at=row[11],
+        public_key=bytes(row[10]) if row[10] is not None else None,
+        third_party_payment=bool(row[11]) if row[11] is not None else None,
+        created=row[12],
+        created_at=row[13],
     )
 
 
@@ -253,10 +269,22 @@ class StateLock:
         return self._fd is not None
 
 
+# A signature counter lives either in the counters table (per credential: its counter_key)
+# or in a meta entry (the device-wide one of counters.py's global mode: its name).
+CounterKey = bytes | str
+
+
 class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._inode: tuple[int, int] | None = None
+        # Values kept in memory so that the per-request paths need no scan and no commit (see
+        # "cached values" below): all of them are dropped whenever another connection commits
+        # (PRAGMA data_version) and when a transaction of ours rolls back.
+        self._data_version: int | None = None
+        self._slots: int | None = None  # COUNT(*) of credentials
+        self._rp_counts: dict[bytes, tuple[int, int]] = {}  # rp hash -> (all, credProtect 1)
+        self._counters: dict[CounterKey, list[int]] = {}  # key -> [last handed out, reserved]
         if self.path is None:
             self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
@@ -290,6 +318,12 @@ class Store:
                 if "user_icon" not in columns:  # schema 2 -> 3
                     self._db.execute("ALTER TABLE credentials ADD COLUMN user_icon TEXT")
                 # schema 3 -> 4: the two new tables come from _SCHEMA's CREATE IF NOT EXISTS.
+                if "public_key" not in columns:  # schema 4 -> 5 (its index: _SCHEMA)
+                    self._db.execute("ALTER TABLE credentials ADD COLUMN public_key BLOB")
+                if "third_party_payment" not in columns:
+                    self._db.execute(
+                        "ALTER TABLE credentials ADD COLUMN third_party_payment INTEGER"
+                    )
                 if version is None or int(version) < SCHEMA_VERSION:
                     self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
         except sqlite3.DatabaseError as exc:
@@ -342,6 +376,7 @@ class Store:
         self._inode = None
 
     def close(self) -> None:
+        self._settle_counters()
         self._db.close()
         self._release_files()
 
@@ -364,12 +399,36 @@ class Store:
         try:
             yield self._db
         except BaseException:
+            # What the transaction changed in the cached values is undone with it.
+            self._forget_cached()
             self._db.execute("ROLLBACK")
             raise
         else:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._forget_cached()
+                raise
         finally:
             self._depth = 0
+
+    # -- cached values ----------------------------------------------------------------------
+    # The slot count, per-RP counts and signature counters are kept in memory and updated by
+    # this Store's own writes. Another connection's commit (another Store on the same file,
+    # in this process or another) changes PRAGMA data_version (SQLite "PRAGMA data_version":
+    # unchanged by this connection's own commits), so every cached read checks it first and
+    # starts over from the file when it moved: a few microseconds instead of a COUNT(*).
+
+    def _forget_cached(self) -> None:
+        self._slots = None
+        self._rp_counts.clear()
+        self._counters.clear()
+
+    def _check_external(self) -> None:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._forget_cached()
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -399,7 +458,60 @@ class Store:
     # -- resident credentials -------------------------------------------------------------
 
     def resident_count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM credentials").fetchone()[0]
+        """Slots in use (maintained, not counted per call: see "cached values")."""
+        self._check_external()
+        if self._slots is None:
+            self._slots = self._db.execute("SELECT COUNT(*) FROM credentials").fetchone()[0]
+        return self._slots
+
+    def rp_counts(self, rp_id_hash: bytes) -> tuple[int, int]:
+        """(all, credProtect level 1) resident credentials of one RP: what an empty-allowList
+        getAssertion finds with and without user verification (CTAP 2.1 §12.1)."""
+        self._check_external()
+        counts = self._rp_counts.get(rp_id_hash)
+        if counts is None:
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(cred_protect < 2), 0) FROM credentials "
+                "WHERE rp_id_hash = ?",
+                (rp_id_hash,),
+            ).fetchone()
+            counts = self._rp_counts[rp_id_hash] = (int(row[0]), int(row[1]))
+        return counts
+
+    def next_resident(
+        self, rp_id_hash: bytes, before: int | None, protected: bool
+    ) -> ResidentCredential | None:
+        """The most recent credential of an RP older than insertion order ``before`` (None:
+        the most recent of all); only credProtect level 1 unless ``protected``."""
+        where = "rp_id_hash = ?"
+        args: list[object] = [rp_id_hash]
+        if before is not None:
+            where += " AND seq < ?"
+            args.append(before)
+        if not protected:
+            where += " AND cred_protect < 2"
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM credentials WHERE {where} ORDER BY seq DESC LIMIT 1", args
+        ).fetchone()
+        return _row(row) if row else None
+
+    def user_names(self, rp_id_hash: bytes, prefix: str) -> list[str]:
+        """The user names starting with ``prefix`` among one RP's credentials."""
+        rows = self._db.execute(
+            "SELECT user_name FROM credentials WHERE rp_id_hash = ? "
+            "AND substr(user_name, 1, ?) = ?",
+            (rp_id_hash, len(prefix), prefix),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_public_keys(self, keys: list[tuple[bytes, bytes | None, bool]]) -> None:
+        """Fill in (credential ID, COSE_Key, thirdPartyPayment) of rows older than schema 5."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE credentials SET public_key = ?, third_party_payment = ? "
+                "WHERE credential_id = ?",
+                [(key, int(tpp), cid) for cid, key, tpp in keys],
+            )
 
     def list_resident(self, rp_id_hash: bytes | None = None) -> list[ResidentCredential]:
         """Most recent first (the order getNextAssertion walks)."""
@@ -434,18 +546,16 @@ class Store:
         """
         with self.transaction() as db:
             old = self.find_resident(cred.rp_id_hash, cred.user_id)
-            if old is None and capacity is not None and self.resident_count() >= capacity:
+            used = self.resident_count()
+            if old is None and capacity is not None and used >= capacity:
                 return False
             if old is not None:
                 db.execute("DELETE FROM credentials WHERE credential_id = ?", (old.credential_id,))
-                db.execute(
-                    "DELETE FROM counters WHERE credential_hash = ?",
-                    (counter_key(old.credential_id),),
-                )
+                self._forget_counter(old.credential_id)
                 self._forget_extras(old.credential_id)
             db.execute(
-                f"INSERT INTO credentials ({_FIELDS}, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
+                f"INSERT INTO credentials ({_FIELDS}, created_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
                 (
                     cred.credential_id,
                     cred.rp_id,
@@ -457,8 +567,21 @@ class Store:
                     cred.cred_protect,
                     cred.large_blob_key,
                     cred.user_icon,
+                    cred.public_key,
+                    None if cred.third_party_payment is None else int(cred.third_party_payment),
                 ),
             )
+            # The cached counts follow (a rollback forgets them, see transaction()).
+            if old is None:
+                self._slots = used + 1
+            counts = self._rp_counts.get(cred.rp_id_hash)
+            if counts is not None:
+                if old is not None:
+                    counts = (counts[0] - 1, counts[1] - (old.cred_protect < 2))
+                self._rp_counts[cred.rp_id_hash] = (
+                    counts[0] + 1,
+                    counts[1] + (cred.cred_protect < 2),
+                )
         return True
 
     def update_user(
@@ -473,13 +596,25 @@ class Store:
 
     def delete_resident(self, credential_id: bytes) -> bool:
         with self.transaction() as db:
-            cur = db.execute("DELETE FROM credentials WHERE credential_id = ?", (credential_id,))
-            db.execute(
-                "DELETE FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
-            )
-            if cur.rowcount > 0:
+            self.resident_count()  # cached now, so the decrement below keeps it right
+            gone = db.execute(
+                "DELETE FROM credentials WHERE credential_id = ? "
+                "RETURNING rp_id_hash, cred_protect",
+                (credential_id,),
+            ).fetchall()
+            self._forget_counter(credential_id)
+            if gone:
                 self._forget_extras(credential_id)
-            return cur.rowcount > 0
+                if self._slots is not None:
+                    self._slots -= len(gone)
+                for rp_hash, cred_protect in gone:
+                    counts = self._rp_counts.get(bytes(rp_hash))
+                    if counts is not None:
+                        self._rp_counts[bytes(rp_hash)] = (
+                            counts[0] - 1,
+                            counts[1] - (cred_protect < 2),
+                        )
+            return bool(gone)
 
     # -- imported credentials and credential properties (schema 4) ---------------------------
     # Rows only: authenticator/imported.py seals and opens the keys, authenticator/backup.py
@@ -531,9 +666,7 @@ class Store:
             cur = db.execute(
                 "DELETE FROM imported_credentials WHERE credential_id = ?", (credential_id,)
             )
-            db.execute(
-                "DELETE FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
-            )
+            self._forget_counter(credential_id)
             db.execute(
                 "DELETE FROM credential_properties WHERE credential_id = ?", (credential_id,)
             )
@@ -566,27 +699,115 @@ class Store:
             )
 
     # -- signature counters -----------------------------------------------------------------
+    # A counter is persisted before its value leaves the device, but not one commit per
+    # signature: ``increment`` reserves a block, persisting "reserved" (the highest value
+    # handed out before the next write) first, then hands out values up to it from memory.
+    # After a crash or power loss the counter resumes above the reservation, so it jumps
+    # forward and never repeats. A clean close writes back the value last handed out, so an
+    # orderly restart continues exactly (counters.py).
 
-    def get_counter(self, credential_id: bytes) -> int:
+    def _counter_disk(self, key: CounterKey) -> int:
+        if isinstance(key, str):
+            return self.get_int(key)
         row = self._db.execute(
-            "SELECT value FROM counters WHERE credential_hash = ?", (counter_key(credential_id),)
+            "SELECT value FROM counters WHERE credential_hash = ?", (key,)
         ).fetchone()
         return row[0] if row else 0
 
-    def set_counter(self, credential_id: bytes, value: int) -> None:
+    def _counter_write(self, key: CounterKey, value: int) -> None:
+        if isinstance(key, str):
+            self.set_int(key, value)
+            return
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO counters (credential_hash, value) VALUES (?, ?) "
                 "ON CONFLICT(credential_hash) DO UPDATE SET value = excluded.value",
-                (counter_key(credential_id), value),
+                (key, value),
             )
 
-    def increment_counter(self, credential_id: bytes, ceiling: int) -> int:
-        """Advance (up to ``ceiling``) and persist the counter before the signature leaves."""
-        with self.transaction():
-            value = min(self.get_counter(credential_id) + 1, ceiling)
-            self.set_counter(credential_id, value)
+    def counter_value(self, key: CounterKey) -> int:
+        """The value the last signature carried (0 if none yet)."""
+        self._check_external()
+        cached = self._counters.get(key)
+        return cached[0] if cached is not None else self._counter_disk(key)
+
+    def set_counter_value(self, key: CounterKey, value: int) -> None:
+        """Set exactly (no reservation): the next signature carries ``value + 1``."""
+        self._check_external()
+        self._counters.pop(key, None)
+        self._counter_write(key, value)
+        self._counters[key] = [value, value]
+
+    def increment(self, key: CounterKey, ceiling: int, block: int = 1) -> int:
+        """The next value (at most ``ceiling``), durable before it is returned: reserving
+        ``block`` values at a time when the last reservation is used up."""
+        self._check_external()
+        cached = self._counters.get(key)
+        if cached is not None and cached[0] < cached[1]:
+            cached[0] += 1
+            return cached[0]
+        last = cached[0] if cached is not None else self._counter_disk(key)
+        value = min(last + 1, ceiling)
+        if cached is not None and value <= cached[1]:  # at the ceiling: nothing new to persist
+            cached[0] = value
+            return value
+        reserved = min(value + max(block, 1) - 1, ceiling)
+        self._counter_write(key, reserved)
+        self._counters[key] = [value, reserved]
         return value
+
+    def _forget_counter(self, credential_id: bytes) -> None:
+        with self.transaction() as db:
+            key = counter_key(credential_id)
+            db.execute("DELETE FROM counters WHERE credential_hash = ?", (key,))
+            self._counters.pop(key, None)
+
+    def _settle_counters(self) -> None:
+        """On close: write back each reserved counter's last handed-out value, unless the
+        file changed under us (then the reservation stays: a jump forward, never a repeat)."""
+        if self._depth or not self._counters:
+            return
+        try:
+            self._check_external()
+            unused = [(k, v[0], v[1]) for k, v in self._counters.items() if v[0] < v[1]]
+            if not unused:
+                return
+            with self.transaction() as db:
+                for key, last, reserved in unused:
+                    if isinstance(key, str):
+                        db.execute(
+                            "UPDATE meta SET value = ? WHERE name = ? AND value = ?",
+                            (str(last).encode(), key, str(reserved).encode()),
+                        )
+                    else:
+                        db.execute(
+                            "UPDATE counters SET value = ? WHERE credential_hash = ? AND value = ?",
+                            (last, key, reserved),
+                        )
+        except sqlite3.Error:
+            pass  # the reservations stay: the counters resume above them
+
+    def get_counter(self, credential_id: bytes) -> int:
+        return self.counter_value(counter_key(credential_id))
+
+    def set_counter(self, credential_id: bytes, value: int) -> None:
+        self.set_counter_value(counter_key(credential_id), value)
+
+    def increment_counter(self, credential_id: bytes, ceiling: int, block: int = 1) -> int:
+        """Advance (up to ``ceiling``) and persist the counter before the signature leaves."""
+        return self.increment(counter_key(credential_id), ceiling, block)
+
+    def counter_totals(self) -> tuple[int, int]:
+        """(credentials with a counter, sum of their last values), for `softkey info`."""
+        self._check_external()
+        count, total = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(value), 0) FROM counters"
+        ).fetchone()
+        # The file holds reservations; what was handed out is in memory.
+        for key, (last, reserved) in self._counters.items():
+            if isinstance(key, bytes):
+                total -= reserved - last
+        return int(count), int(total)
 
     # -- reset ----------------------------------------------------------------------------
 
@@ -613,3 +834,5 @@ class Store:
             db.execute("DELETE FROM credential_properties")
             marks = ",".join("?" for _ in keep)
             db.execute(f"DELETE FROM meta WHERE name NOT IN ({marks})", keep)
+            self._forget_cached()
+            self._slots = 0

@@ -165,10 +165,8 @@ def info(auth: Authenticator) -> dict[str, Any]:
 
     raw = auth.info()
     profile = auth.profile
-    with auth.store.transaction() as db:
-        tracked, signatures = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(value), 0) FROM counters"
-        ).fetchone()
+    # What the signatures carried, not the blocks reserved on disk (counters.py).
+    tracked, signatures = auth.store.counter_totals()
     return {
         "profile": profile.name,
         "description": profile.description,
@@ -188,6 +186,12 @@ def info(auth: Authenticator) -> dict[str, Any]:
         "firmware_version": raw.get("firmware_version"),
         "max_msg_size": raw.get("max_msg_size"),
     }
+
+
+def slots(auth: Authenticator) -> dict[str, int | None]:
+    """Slot usage alone (used/capacity/free): what `fill` needs before it starts, without
+    listing (and unwrapping) every credential as ``credentials`` does."""
+    return slot_usage(auth)
 
 
 def list_credentials(auth: Authenticator, rp: str | None = None) -> dict[str, Any]:
@@ -317,10 +321,12 @@ class _PinAuth:
 
 
 def _next_user_number(auth: Authenticator, rp_id: str, prefix: str) -> int:
+    # Only the names (one indexed query), never whole records: a fill's set-up cost must
+    # not grow with the credentials already on the key.
     pattern = re.compile(re.escape(prefix) + r"-(\d+)")
     highest = 0
-    for cred in auth.credentials(rp_id):
-        match = pattern.fullmatch(cred.user_name or "")
+    for name in auth.store.user_names(hashlib.sha256(rp_id.encode()).digest(), prefix + "-"):
+        match = pattern.fullmatch(name)
         if match:
             highest = max(highest, int(match.group(1)))
     return highest + 1
@@ -961,6 +967,7 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "attestation_ca": attestation_ca,
     "info": info,
     "credentials": list_credentials,
+    "slots": slots,
     "delete": delete_credentials,
     "fill": fill,
     "add_credential": add_credential,
@@ -976,7 +983,7 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "bio_enroll": bio_enroll,
 }
 
-READ_ONLY = frozenset({"ping", "info", "credentials", "pin_status"})
+READ_ONLY = frozenset({"ping", "info", "credentials", "slots", "pin_status"})
 
 # `softkey fault add|list|clear` (runtime faults of a running key; tools/faults_cli.py).
 from softkey.tools.faults_cli import OPERATIONS as _FAULT_OPERATIONS  # noqa: E402

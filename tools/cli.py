@@ -890,7 +890,8 @@ def fill(
     check_rp_id(rp)
     ref = resolve_key(key_name, state_path)
     with open_key(ref, write=True, create=True, profile=profile) as backend:
-        before = backend.call("credentials", rp=rp)
+        # Only the slot counts: listing would unwrap every credential (fill stays flat).
+        before = backend.call("slots")
         if before["capacity"] == 0:  # only a U2F-only key has no slot at all
             from softkey.tools.admin import U2F_NO_SLOTS
 
@@ -1313,29 +1314,89 @@ def attestation_export_ca(
 
 
 # -- registration of the commands other modules own ------------------------------------------------
-# (`softkey run` and the control verbs: status, touch, deny, replug live in tools/run.py)
-from softkey.tools.run import COMMANDS as _RUN_COMMANDS  # noqa: E402
-from softkey.tools.udev_setup import udev as _udev  # noqa: E402
+# Imported when a command line names them (or `--help` lists them), not at every start: a
+# `softkey run` must not pay for `softkey udev` (see `LazyCommands`). Name -> "module:attribute";
+# tests/tools/test_cli_lazy.py checks these names against the modules' own commands.
+LAZY_COMMANDS: dict[str, dict[str, str]] = {
+    "": {
+        # `softkey run` and the control verbs (tools/run.py)
+        "run": "softkey.tools.run:run",
+        "status": "softkey.tools.run:status",
+        "touch": "softkey.tools.run:touch",
+        "deny": "softkey.tools.run:deny",
+        "replug": "softkey.tools.run:replug",
+        "set-user-verified": "softkey.tools.run:set_user_verified",
+        "udev": "softkey.tools.udev_setup:udev",
+        "config": "softkey.tools.config_cli:config",
+        "events": "softkey.tools.events_cli:events",
+        "fault": "softkey.tools.faults_cli:fault",
+        # `softkey service install|status|uninstall`: the key as a systemd user service.
+        "service": "softkey.tools.service_cli:service",
+    },
+    "pin": {"verify": "softkey.tools.config_cli:pin_verify"},
+    # `softkey credentials set-properties` (WebDriver's setCredentialProperties).
+    "credentials": {"set-properties": "softkey.tools.webdriver_cli:set_properties"},
+}
 
-for _command in (*_RUN_COMMANDS, _udev):
-    cli.add_command(_command)
 
-from softkey.tools.config_cli import config as _config  # noqa: E402
-from softkey.tools.config_cli import pin_verify as _pin_verify  # noqa: E402
+class LazyCommands(dict):  # type: ignore[type-arg]
+    """A click group's ``commands`` where some commands are imported on first use: looking
+    one up (``get_command``, ``commands[name]``) imports only its module; listing them all
+    (``--help``, iteration) imports every one."""
 
-cli.add_command(_config)
-pin.add_command(_pin_verify)
+    def __init__(self, commands: dict[str, click.Command], lazy: dict[str, str]) -> None:
+        super().__init__(commands)
+        self.lazy = dict(lazy)
 
-# `softkey credentials set-properties` (WebDriver's setCredentialProperties).
-from softkey.tools.webdriver_cli import set_properties as _set_properties  # noqa: E402
+    def _load(self, name: str) -> click.Command:
+        import importlib
 
-credentials.add_command(_set_properties)
+        module, _, attribute = self.lazy.pop(name).partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        self[name] = command
+        return command
 
-from softkey.tools.events_cli import events as _events  # noqa: E402
-from softkey.tools.faults_cli import fault as _fault  # noqa: E402
+    def _load_all(self) -> None:
+        for name in list(self.lazy):
+            self._load(name)
 
-cli.add_command(_events)
-cli.add_command(_fault)
+    def __missing__(self, name: str) -> click.Command:
+        if name in self.lazy:
+            return self._load(name)
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self.lazy
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        return super().__len__() + len(self.lazy)
+
+    def keys(self) -> Any:
+        self._load_all()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._load_all()
+        return super().values()
+
+    def items(self) -> Any:
+        self._load_all()
+        return super().items()
+
+
+for _path, _lazy in LAZY_COMMANDS.items():
+    _group: click.Group = cli if not _path else cli.commands[_path]  # type: ignore[assignment]
+    _group.commands = LazyCommands(_group.commands, _lazy)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ from softkey.transports.presence import (
 )
 from softkey.transports.server import HidServer
 
-PRESENCE_MODES = ("prompt", "wait", "auto", "deny")
+PRESENCE_MODES = ("prompt", "desktop", "wait", "auto", "deny")
 ADMIN_LOCK_TIMEOUT = 5.0
 
 
@@ -101,6 +101,9 @@ class RunUsageError(click.UsageError):
 class Transport(Protocol):
     server: HidServer
 
+    @property
+    def wake_fd(self) -> int: ...
+
     def serve(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -111,6 +114,7 @@ class Transport(Protocol):
 def _presence_label(mode: str) -> str:
     return {
         "prompt": "ask on this terminal (or `softkey touch` / `softkey deny`)",
+        "desktop": "ask in a desktop notification (or `softkey touch` / `softkey deny`)",
         "wait": "wait for `softkey touch` / `softkey deny`",
         "auto": "approve everything (unsafe for daily use)",
         "deny": "decline everything",
@@ -320,6 +324,10 @@ def make_presence(
         return AutoPresence()
     if mode == "deny":
         return FixedPresence(Verdict.DENIED)
+    if mode == "desktop":  # notification with Approve/Deny, else pinentry (desktop_prompt.py)
+        from softkey.transports.desktop_prompt import DesktopPrompt
+
+        return WaitingPresence(timeout, prompt=DesktopPrompt.default(stderr))
     prompt: Prompt = Announcer(stderr)
     if mode == "prompt":
         if _isatty(stdin):
@@ -612,7 +620,8 @@ def _ready_file_path(ctx: click.Context, param: click.Parameter, value: Path | N
     type=click.Choice(PRESENCE_MODES),
     default="prompt",
     show_default=True,
-    help="Who approves requests: prompt on this terminal, wait for `softkey "
+    help="Who approves requests: prompt on this terminal, a desktop notification with "
+    "Approve/Deny (pinentry without one), wait for `softkey "
     "touch`/`deny`, auto-approve (unsafe), or deny.",
 )
 @click.option(
@@ -918,9 +927,14 @@ def _serve(
         plug = device.plug
 
     ctl.handlers.update(key.handlers())
-    from softkey.tools.events_cli import event_stream
 
-    ctl.streams["subscribe"] = event_stream(auth.events)  # `softkey events`
+    def subscribe(request: dict[str, Any], out: control.Stream) -> None:
+        # `softkey events`; its module is imported when someone subscribes, not at start-up.
+        from softkey.tools.events_cli import event_stream
+
+        event_stream(auth.events)(request, out)
+
+    ctl.streams["subscribe"] = subscribe
     try:
         ctl.start()
     except control.ControlError as exc:
@@ -928,7 +942,7 @@ def _serve(
         raise RunError(str(exc)) from None
     resources.append(ctl.close)
     resources.append(transport.close)  # released first: unplug (UHID_DESTROY) before the rest
-    previous = _install_signal_handlers(transport.stop)
+    previous = _install_signal_handlers(transport.stop, transport.wake_fd)
     resources.append(lambda: _restore_signal_handlers(previous))
     resources.append(readiness.withdraw)  # first of all: the key is no longer ready
 
@@ -1019,7 +1033,15 @@ def _say(text: str) -> None:
         (sys.stderr if _SAY_TO_STDERR else sys.stdout).flush()
 
 
-def _install_signal_handlers(stop: Callable[[], None]) -> dict[int, Any]:
+# Where ``_install_signal_handlers`` keeps the previous wakeup fd among the previous handlers.
+_WAKEUP_FD = -1
+
+
+def _install_signal_handlers(stop: Callable[[], None], wake_fd: int) -> dict[int, Any]:
+    """SIGINT/SIGTERM/SIGHUP call ``stop``. The kernel may deliver a signal to any thread,
+    and Python runs handlers only in the main thread, which may sleep in the transport's loop
+    with no timeout: ``wake_fd`` (what wakes that loop) becomes the signal wakeup fd, so
+    every signal wakes it."""
     previous: dict[int, Any] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
@@ -1034,12 +1056,16 @@ def _install_signal_handlers(stop: Callable[[], None]) -> dict[int, Any]:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         previous[signum] = signal.signal(signum, handler)
+    previous[_WAKEUP_FD] = signal.set_wakeup_fd(wake_fd)
     return previous
 
 
 def _restore_signal_handlers(previous: dict[int, Any]) -> None:
     for signum, handler in previous.items():
-        signal.signal(signum, handler)
+        if signum == _WAKEUP_FD:
+            signal.set_wakeup_fd(handler)
+        else:
+            signal.signal(signum, handler)
 
 
 # -- verbs for a running key --------------------------------------------------------------------
@@ -1149,11 +1175,14 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
     try:
         reply = wait_until_ready(state, wait) if wait else call_running(state, "status")
     except RunError as exc:
+        service = _service_state(state)
         if not as_json:
+            if service is not None and service[1].get("installed"):  # failed, say
+                click.echo(f"{'service':<10} {service[0]}")
             raise
         seen = exc.reply if isinstance(exc, NotReadyError) else None
         if seen is None:
-            _fail_json(state, exc)
+            _fail_json(state, exc, **({"service": service[1]} if service else {}))
             return
         # Running, but not ready in time (no hidraw node): its status, and why it failed.
         seen.pop("ok", None)
@@ -1161,8 +1190,10 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
         click.get_current_context().exit(1)
         return
     reply.pop("ok", None)
+    service = _service_state(state)
     if as_json:
-        _emit_json({**reply, **_header(state, True), "ready": _ready(reply)})
+        extra = {"service": service[1]} if service else {}
+        _emit_json({**reply, **_header(state, True), "ready": _ready(reply), **extra})
         return
     if reply["transport"] == "udp":
         where = f"UDP {reply['address']}"
@@ -1188,8 +1219,17 @@ def status(key_name: str | None, state_path: Path | None, wait: float, as_json: 
         ("slots", _slots_text(reply["slots"])),
         ("faults", _faults_text(reply.get("faults"))),
     ]
+    if service is not None:
+        rows.append(("service", service[0]))
     for label, value in rows:
         click.echo(f"{label:<10} {value}")
+
+
+def _service_state(state: Path) -> tuple[str, dict[str, Any]] | None:
+    """A named key's systemd user service, as a line and as JSON (tools/service_cli.py)."""
+    from softkey.tools.service_cli import service_summary
+
+    return service_summary(state)
 
 
 def _decision_command(name: str, approve: bool) -> click.Command:

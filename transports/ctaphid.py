@@ -10,12 +10,12 @@ Driver contract:
 - ``receive(report, now, peer)`` for every report from a host; ``peer`` says who sent it (a
   UDP address, a connection; None where there is only one host, as over UHID). The ``Output``
   holds reports to send at once and, when a CBOR/MSG/WINK message is complete, the
-  ``Request`` the driver must execute (in a worker, so reports keep flowing: CANCEL, other
-  channels -> BUSY).
+  ``Request`` the driver must execute (in a worker when it may wait for a person, so reports
+  keep flowing: CANCEL, other channels -> BUSY; see transports/server.py).
 - Every report the engine returns is a ``Report``: the bytes plus ``peer``, where it must go.
   The driver sends each report to its ``peer`` and keeps no address table of its own.
-- ``tick(now)`` often (every few tens of ms): message timeouts and KEEPALIVE every 100 ms
-  while a request runs.
+- ``tick(now)`` by ``next_deadline()`` (or every few tens of ms): message timeouts and
+  KEEPALIVE every 100 ms while a request runs.
 - ``keepalive(request, status, now)`` when the authenticator reports progress (UPNEEDED
   while waiting for a person); ``request.cancelled`` tells it whether the host cancelled.
 - ``complete(request, response, now)`` with the authenticator's answer.
@@ -153,6 +153,8 @@ EXECUTED = (Command.CBOR, Command.MSG, Command.WINK)
 # any id over UDP). No mainstream client uses LOCK; it answers ERR_INVALID_CMD and the
 # U2F-era LOCK capability bit is never advertised, even if a caller asks for it.
 REFUSED = (Command.KEEPALIVE, Command.ERROR, Command.LOCK)
+_COMMANDS = {int(command): command for command in Command}
+_CID_BYTE = struct.Struct(">IB")
 # Requests that must carry data (a command byte at least); see ``_dispatch``.
 _NEEDS_DATA = (Command.CBOR, Command.MSG)
 _KEEPALIVE_STATUSES = (KEEPALIVE_PROCESSING, KEEPALIVE_UPNEEDED)
@@ -267,7 +269,7 @@ class Request:
         self.next_keepalive = self.started + KEEPALIVE_INTERVAL
 
 
-@dataclass
+@dataclass(slots=True)
 class Output:
     """What one incoming report produced: reports to send, each to its ``peer`` (answers to
     the packet go to its sender, a timed-out message's error to that message's owner)."""
@@ -332,26 +334,28 @@ class CtapHidEngine:
     def receive(self, report: bytes, now: float, peer: Hashable | None = None) -> Output:
         """One report from ``peer``. Answers to it are addressed to ``peer``; an error for
         another host's message that timed out meanwhile is addressed to that host."""
-        out = Output(self._expire(now))
+        out = Output(self._expire(now) if self._assembly is not None else [])
         if not report:
             return out
         # hidraw reports always have the declared size; pad short writes like HID does and
         # ignore anything beyond the report.
-        report = bytes(report[:REPORT_SIZE]).ljust(REPORT_SIZE, b"\0")
-        cid, first = struct.unpack_from(">IB", report)
+        if len(report) != REPORT_SIZE or type(report) is not bytes:
+            report = bytes(report[:REPORT_SIZE]).ljust(REPORT_SIZE, b"\0")
+        cid, first = _CID_BYTE.unpack_from(report)
         replies: list[bytes] = []
         if first & TYPE_INIT:
-            (length,) = struct.unpack_from(">H", report, 5)
+            length = (report[5] << 8) | report[6]
             out.request = self._init_packet(
                 replies, cid, first & 0x7F, length, report[INIT_HEADER:], now, peer
             )
         else:
             out.request = self._continuation(replies, cid, first, report[CONT_HEADER:], now, peer)
-        out.reports += _to(peer, replies)
+        if replies:
+            out.reports += _to(peer, replies)
         return out
 
     def tick(self, now: float) -> list[Report]:
-        """Timeouts and periodic keepalives; call at least every 50 ms."""
+        """Timeouts and periodic keepalives; call by ``next_deadline()`` (or every 50 ms)."""
         reports = self._expire(now)
         request = self.request
         if (
@@ -363,6 +367,19 @@ class CtapHidEngine:
             request.next_keepalive = now + KEEPALIVE_INTERVAL
             reports.append(self._keepalive_report(request))
         return reports
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has work (a message's timeout, the running request's next
+        KEEPALIVE); None when nothing is scheduled. A driver sleeps until then."""
+        due: float | None = None
+        assembly = self._assembly
+        if assembly is not None:
+            due = min(assembly.last_packet + self.msg_timeout, assembly.deadline)
+        request = self.request
+        if request is not None and not request.abandoned and not request.silent:
+            if due is None or request.next_keepalive < due:
+                due = request.next_keepalive
+        return due
 
     def keepalive(self, request: Request, status: int, now: float) -> list[Report]:
         """The running command reports progress; a new status is sent at once."""
@@ -441,10 +458,7 @@ class CtapHidEngine:
             self._assembly = None
             out.append(error_report(cid, HidError.INVALID_SEQ))
             return None
-        try:
-            command = Command(cmd)
-        except ValueError:
-            command = None
+        command = _COMMANDS.get(cmd)
         if command is None or command in REFUSED:
             out.append(error_report(cid, HidError.INVALID_CMD))
             return None

@@ -45,6 +45,9 @@ Relying-party negative tests (transports/fault_methods.py): ``softkey.inject_fau
 aaguid, attestation_cert, error, delay, no_answer) breaks the next answers that reach the user;
 ``softkey.faults`` / ``softkey.clear_faults()``. ``softkey.events`` lists what the key did.
 
+Browser tests (softkey.playwright): ``softkey_context`` is pytest-playwright's ``context`` with
+the ``softkey`` key behind ``navigator.credentials`` in its pages.
+
 Built-in user verification (a profile with a fingerprint sensor, ``yubikey-bio``):
 ``enrolled=True`` sets the PIN (``pin=``, else ``123456``) and enrolls one finger, so a
 UV-required ceremony runs through the sensor with no PIN entry. ``softkey.set_user_verified(
@@ -491,3 +494,15 @@ def softkey(request: pytest.FixtureRequest, softkey_factory: Callable[..., SoftK
     elif param is not None:
         raise TypeError("parametrize softkey with a profile name or a dict of settings")
     return softkey_factory(**settings)
+
+
+@pytest.fixture
+def softkey_context(context: Any, softkey: SoftKey) -> Any:
+    """pytest-playwright's ``context`` with this test's ``softkey`` behind
+    ``navigator.credentials`` in every page (softkey.playwright.attach; sync API). Needs
+    pytest-playwright, whose ``context`` fixture this wraps; its ``page`` fixture is a page
+    of the same context, so ``def test_login(softkey_context, page)`` just works."""
+    from softkey.playwright import attach
+
+    attach(context, softkey=softkey)
+    return context

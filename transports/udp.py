@@ -9,7 +9,8 @@ tokens goes; stored state and allocated channels stay). Simulator clients may ta
 channel they never allocated with INIT, so every channel except 0 and broadcast is accepted
 here.
 
-``UdpCtapHidConnection`` is the client side, for python-fido2's ``CtapHidDevice``.
+``UdpCtapHidConnection`` is the client side, for python-fido2's ``CtapHidDevice``
+(transports/udp_client.py, imported from here on first use).
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Hashable
-
-from fido2.hid import CtapHidDevice
-from fido2.hid.base import CtapHidConnection, HidDescriptor
+from typing import Any
 
 from softkey.authenticator import Authenticator
 from softkey.authenticator.environment import Clock
 
-from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
+from .ctaphid import CtapHidEngine, capabilities_for
 from .server import HidServer
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,6 +38,12 @@ _MAX_DATAGRAM = 2048
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _reachable(address: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Where this machine reaches a socket bound to ``address`` (the wildcard: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])
+    return (host, *address[1:])
 
 
 class UdpTransport:
@@ -59,6 +64,8 @@ class UdpTransport:
         except OSError:
             self.sock.close()
             raise
+        # Requests that cannot wait for a person run right here in serve()'s loop, which also
+        # keeps the driver's deadlines (transports/server.py): no ticker thread.
         self.server = HidServer(
             authenticator,
             self._send,
@@ -67,7 +74,21 @@ class UdpTransport:
             ),
             clock=clock,
             after_request=after_request,
+            inline=True,
+            driven=True,
         )
+        # stop() (and, in `softkey run`, every signal: ``wake_fd``) sends a datagram from this
+        # socket to ours, which wakes serve() wherever it sleeps; serve() ignores what comes
+        # from here. No polling for the stop flag, and no select() while nothing is scheduled.
+        self._waker = socket.socket(self.sock.family, socket.SOCK_DGRAM)
+        try:
+            self._waker.connect(_reachable(self.sock.getsockname()))
+            self._waker.setblocking(False)
+            self._waker_address = self._waker.getsockname()
+        except OSError:
+            self._waker.close()
+            self.sock.close()
+            raise
         self._stop = threading.Event()
         self._serving = threading.Event()
         self._served = threading.Event()
@@ -93,24 +114,53 @@ class UdpTransport:
         self.power_cycles += 1
 
     def serve(self) -> None:
-        """Answer datagrams until ``stop()``."""
-        self.server.start()
+        """Answer datagrams until ``stop()``.
+
+        Blocks on the socket until a datagram comes or the driver's next deadline (a
+        KEEPALIVE, a stalled message's timeout) is due; an idle key sleeps in recvfrom().
+        """
+        server, sock, waker = self.server, self.sock, self._waker_address
+        recvfrom, watched = sock.recvfrom, [sock]
+        stopping = self._stop.is_set
+        server.start()
         self._serving.set()
         try:
-            while not self._stop.is_set():
-                readable, _, _ = select.select([self.sock], [], [], 0.1)
-                if not readable:
-                    continue
+            while not stopping():
                 try:
-                    data, peer = self.sock.recvfrom(_MAX_DATAGRAM)
+                    if server.due is None:
+                        data, peer = recvfrom(_MAX_DATAGRAM)  # nothing scheduled: just wait
+                    else:
+                        if server.overdue():
+                            server.tick()  # first, even while datagrams keep coming
+                        # A host writes a message's reports back to back: take what is queued,
+                        # and wait (up to the deadline) only when nothing is.
+                        try:
+                            data, peer = recvfrom(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            if not select.select(watched, [], [], server.timeout())[0]:
+                                server.tick()
+                            continue
                 except OSError:
                     continue  # e.g. ICMP port unreachable from a client that went away
-                self.handle_datagram(data, peer)
+                if peer != waker:
+                    self.handle_datagram(data, peer)
         finally:
             self._served.set()
 
+    @property
+    def wake_fd(self) -> int:
+        """Writing a byte here wakes ``serve()``; `softkey run` makes it the signal wakeup fd
+        (``signal.set_wakeup_fd``), since a signal may reach another thread while this one
+        sleeps in recvfrom()."""
+        return self._waker.fileno()
+
     def stop(self) -> None:
+        """Make ``serve()`` return (safe from signal handlers and other threads)."""
         self._stop.set()
+        try:
+            self._waker.send(b"")
+        except OSError:  # closed already, or the buffer is full (a wake-up is pending anyway)
+            pass
 
     def close(self) -> None:
         self.stop()
@@ -118,6 +168,7 @@ class UdpTransport:
             self._served.wait(5)  # let serve() leave select() before the socket goes
         self.server.close()
         self.sock.close()
+        self._waker.close()
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve, name="softkey-udp", daemon=True)
@@ -125,37 +176,11 @@ class UdpTransport:
         return thread
 
 
-class UdpCtapHidConnection(CtapHidConnection):
-    """Client side: python-fido2 reaches a UDP key as if it were a HID device."""
+def __getattr__(name: str) -> Any:
+    # The client side needs python-fido2's HID classes; a key serving UDP does not, so they
+    # are imported only when asked for (cold start, docs/benchmarks.md).
+    if name in ("UdpCtapHidConnection", "open_udp_device"):
+        from . import udp_client
 
-    def __init__(
-        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 35.0
-    ) -> None:
-        self.sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-
-    def write_packet(self, data: bytes) -> None:
-        self.sock.send(bytes(data))
-
-    def read_packet(self) -> bytes:
-        try:
-            return self.sock.recv(REPORT_SIZE)
-        except TimeoutError:
-            raise OSError("the UDP key did not answer in time") from None
-
-    def power_cycle(self) -> None:
-        self.sock.send(POWER_CYCLE_PACKET)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def open_udp_device(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 35.0
-) -> CtapHidDevice:
-    """A python-fido2 ``CtapHidDevice`` for the key listening on ``host:port``."""
-    descriptor = HidDescriptor(
-        f"udp:{host}:{port}", 0, 0, REPORT_SIZE, REPORT_SIZE, "softkey (UDP)", None
-    )
-    return CtapHidDevice(descriptor, UdpCtapHidConnection(host, port, timeout))
+        return getattr(udp_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

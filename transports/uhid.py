@@ -37,7 +37,7 @@ from softkey.authenticator import Authenticator
 from softkey.authenticator.environment import Clock
 
 from .ctaphid import REPORT_SIZE, CtapHidEngine, capabilities_for
-from .server import HidServer
+from .server import DEADLINE_SLACK, HidServer
 
 log = logging.getLogger("softkey.uhid")
 
@@ -345,6 +345,10 @@ class UhidDevice:
             engine=CtapHidEngine(capabilities=capabilities_for(authenticator.profile)),
             clock=clock,
             after_request=after_request,
+            # Requests that cannot wait for a person run in serve()'s loop, which also keeps
+            # the driver's deadlines (transports/server.py): no ticker thread.
+            inline=True,
+            driven=True,
         )
         self.plugged = False
         self.started = False  # the kernel sent UHID_START: the HID device exists
@@ -353,6 +357,8 @@ class UhidDevice:
         self.opened = False
         self._write_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        for wake in (self._wake_r, self._wake_w):
+            os.set_blocking(wake, False)  # signal.set_wakeup_fd needs it (see ``wake_fd``)
         self._stop = threading.Event()
         self._serving = threading.Event()
         self._served = threading.Event()
@@ -432,13 +438,26 @@ class UhidDevice:
             self._served.set()
 
     def _serve(self) -> None:
+        # Blocks until an event comes, stop() writes to the wake pipe, or the driver's next
+        # deadline (a KEEPALIVE, a stalled message's timeout) is due: an idle key sleeps.
+        server = self.server
         while not self._stop.is_set():
+            timeout = server.timeout()
+            if timeout is not None and timeout <= DEADLINE_SLACK:
+                server.tick()  # due already (events kept coming): first things first
+                continue
             try:
-                readable, _, _ = select.select([self.fd, self._wake_r], [], [], 0.5)
+                readable, _, _ = select.select([self.fd, self._wake_r], [], [], timeout)
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 continue
+            if not readable:
+                server.tick()
+                continue
             if self._wake_r in readable:
-                os.read(self._wake_r, 64)
+                try:
+                    os.read(self._wake_r, 64)
+                except BlockingIOError:  # pragma: no cover - drained already
+                    pass
             if self.fd not in readable:
                 continue
             try:
@@ -459,6 +478,13 @@ class UhidDevice:
                 self.handle_event(event)
             except OSError as exc:
                 log.warning("UHID write failed: %s", exc)
+
+    @property
+    def wake_fd(self) -> int:
+        """Writing a byte here wakes ``serve()``; `softkey run` makes it the signal wakeup fd
+        (``signal.set_wakeup_fd``), since a signal may reach another thread while this one
+        sleeps in select()."""
+        return self._wake_w
 
     def stop(self) -> None:
         """Make ``serve()`` return (safe from signal handlers and other threads)."""

@@ -103,7 +103,9 @@ def test_wheel_adds_exactly_one_import_package_and_carries_the_udev_files(built)
         "softkey/transports",
         "softkey/tools",
         "softkey/tools/udev",
+        "softkey/playwright",  # transports/playwright_api/ in the checkout
     }
+    assert "softkey/transports/webauthn_bridge.js" in names  # the page script it injects
     entry_points = (
         zipfile.ZipFile(wheel)
         .read(next(n for n in names if n.endswith("entry_points.txt")))
@@ -178,7 +180,11 @@ def test_pip_installs_from_a_checkout(built, tmp_path: Path) -> None:
     _run([sys.executable, "-m", "venv", env_dir])
     _run([env_dir / "bin/python", "-m", "pip", "install", "-q", checkout])
     env = _env(env_dir, tmp_path)
-    code = "import softkey.authenticator, softkey.transports.udp; print(softkey.__path__)"
+    code = (
+        "import softkey.authenticator, softkey.transports.udp, softkey.playwright; "
+        "assert 'navigator.credentials' in softkey.playwright.bridge_script(); "
+        "print(softkey.__path__)"
+    )
     out = _run([env_dir / "bin/python", "-c", code], cwd=tmp_path, env=env).stdout
     assert "site-packages" in out and str(checkout) not in out  # a real copy, not a link
     rules = _run([env_dir / "bin/softkey", "udev", "--print"], env=env).stdout

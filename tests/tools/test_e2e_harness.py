@@ -128,9 +128,40 @@ def test_recipe_c_run_steps_are_read_in_order(ci_recipe) -> None:  # type: ignor
     lines = plug.run.splitlines()
     assert lines[0] == "sudo modprobe uhid" and lines[-1].startswith("softkey status --key ci")
     tests_step = next(st for st in steps if st.name == "Browser tests")
-    assert "xvfb-run -a npx playwright test --headed" in tests_step.run
+    assert "xvfb-run -a python -m pytest -q tests/browser" in tests_step.run
     assert [st.always for st in steps] == [False, False, False, True]
     assert "kill -TERM" in steps[-1].run
+
+
+def test_recipe_c_pip_packages_are_what_the_offline_venv_gets(ci_recipe) -> None:  # type: ignore[no-untyped-def]
+    steps = ci_recipe.workflow_steps(ci_recipe.recipe("c"))
+    assert ci_recipe.pip_packages(steps) == ["pytest", "playwright"]
+    fake = [
+        ci_recipe.Step("", "pip install -q ./x.whl requests ../y\necho pip install no\n", False)
+    ]
+    assert ci_recipe.pip_packages(fake) == ["requests"]
+
+
+def test_recipe_c_test_file_is_a_pytest_module_for_the_demo_page(ci_recipe) -> None:  # type: ignore[no-untyped-def]
+    """The VM runs this block verbatim against tools/vm/rp_demo.html: they must agree."""
+    import ast
+
+    source = ci_recipe.recipe("c-test")
+    tree = ast.parse(source)
+    tests = [
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    ]
+    assert tests == ["test_sign_up_and_sign_in_with_a_security_key"]
+    demo = (VM_DIR / "rp_demo.html").read_text()
+    for text in (
+        "Sign up with a security key",
+        "Sign in with a security key",
+        'data-testid="status"',
+        "Signed up",
+        "Signed in as ",
+    ):
+        assert text in demo, text
+    assert "http://localhost:8000/demo" in source
 
 
 def test_workflow_steps_refuse_expressions_and_skip_uses(ci_recipe) -> None:  # type: ignore[no-untyped-def]
@@ -145,3 +176,29 @@ def test_workflow_steps_refuse_expressions_and_skip_uses(ci_recipe) -> None:  # 
     ]
     with pytest.raises(ValueError):
         ci_recipe.workflow_steps("steps:\n  - run: echo ${{ secrets.X }}\n")
+
+
+def test_docs_e2e_lists_every_row_as_rows_py_says(vm) -> None:  # type: ignore[no-untyped-def]
+    """docs/e2e.md's table is generated from tools/vm/rows.py: a row added, renamed or
+    reworded there must be regenerated into the doc (`python tools/vm/rows.py`)."""
+    import rows
+
+    doc = (VM_DIR.parents[1] / "docs" / "e2e.md").read_text()
+    begin = doc.index("<!-- rows: begin")
+    block = doc[doc.index("\n", begin) + 1 : doc.index("<!-- rows: end -->")]
+    assert block == rows.markdown_table()
+    for rid in rows.ROW_IDS:
+        assert f"| `{rid}` |" in block
+
+
+def test_a_missing_host_tool_is_one_line_not_a_traceback(vm, monkeypatch, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    def ensure_packages(allow_apt: bool) -> None:
+        subprocess.run(["softkey-e2e-no-such-tool"], check=False)
+
+    monkeypatch.setattr(vm, "ensure_packages", ensure_packages)
+    assert vm.main(["--cache", str(tmp_path), "--no-apt"]) == 2
+    out = capsys.readouterr().out
+    assert "setup failed: softkey-e2e-no-such-tool is not installed" in out
+    assert "Traceback" not in out

@@ -85,3 +85,22 @@ def workflow_steps(yaml: str) -> list[Step]:
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
+
+
+def pip_packages(steps: list[Step]) -> list[str]:
+    """What the steps' `pip install` lines name besides local paths (a wheel, a checkout).
+
+    The VM has no network, so the host puts these into the recipe's venv beforehand; the
+    recipe's own `pip install` then finds them satisfied and downloads nothing.
+    """
+    names: list[str] = []
+    for step in steps:
+        for line in step.run.splitlines():
+            words = line.split()
+            if words[:2] != ["pip", "install"]:
+                continue
+            for word in words[2:]:
+                if word.startswith("-") or "/" in word or word.endswith(".whl"):
+                    continue
+                names.append(word)
+    return names

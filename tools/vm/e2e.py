@@ -49,6 +49,11 @@ HOST_PACKAGES: dict[str, str] = {
     "fido2-tools": "/usr/bin/fido2-token",
     "openssh-client": "/usr/bin/ssh-keygen",
     "chromium": "/usr/bin/chromium",
+    "firefox-esr": "/usr/bin/firefox-esr",  # the second browser (authenticator-rs)
+    # desktop.prompt: a notification server and a session bus (dbus-x11 brings dbus-daemon
+    # and dbus-send, which dunstctl uses; in one apt run it satisfies dunst's bus dependency)
+    "dunst": "/usr/bin/dunst",
+    "dbus-x11": "/usr/bin/dbus-launch",
     "xvfb": "/usr/bin/Xvfb",
     "imagemagick": "/usr/bin/import",
     "xdotool": "/usr/bin/xdotool",
@@ -313,6 +318,12 @@ def prepare_ci_recipe(cache: Path) -> dict[str, str]:
         for line in meta.decode().splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     ]
+    # ... and what the recipe's own `pip install` names (pytest, playwright): the guest is
+    # offline, so they must be there already. Playwright's browsers are not downloaded: the
+    # recipe's test drives the system Chromium.
+    from ci_recipe import pip_packages, recipe, workflow_steps
+
+    deps += pip_packages(workflow_steps(recipe("c")))
     venv = out / "venv"
     stamp = venv / ".softkey-deps"
     if not stamp.exists() or stamp.read_text() != "\n".join(deps):
@@ -503,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         help="after a run whose browser rows passed, copy its screenshots to docs/",
     )
     parser.add_argument(
+        "--wrong-root",
+        action="store_true",
+        help="check: the relying parties trust another key's attestation root, so the rows "
+        "that verify attestation must FAIL (the run exits non-zero)",
+    )
+    parser.add_argument(
         "--only",
         default=None,
         help="debug: comma-separated row-id prefixes to run; the rest are "
@@ -531,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             "profile": args.profile,
             "device_cmd": shlex.split(args.device_cmd) if args.device_cmd else None,
             "only": args.only.split(",") if args.only else None,
+            "wrong_root": args.wrong_root,
             "kernel": (kdir / "version").read_text().strip(),
             "kernel_dir": str(kdir),
             "ci_recipe": ci_recipe,
@@ -538,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         status = boot(kdir, initrd, run, args.timeout, args.memory, args.cpus)
     except E2EError as exc:
         log(f"setup failed: {exc}")
+        return 2
+    except FileNotFoundError as exc:  # a host tool a step runs is missing: one line, no trace
+        log(
+            f"setup failed: {exc.filename or exc} is not installed on this host; install it "
+            "(a Debian package of that name usually) or rerun without --no-apt"
+        )
         return 2
     results = read_results(run)
     why_missing = "not reached: the VM timed out" if status == -1 else "not reached"

@@ -2,16 +2,20 @@
 
 What a runner gives and the guest has to stand in for, and nothing else:
 - `actions/checkout` + `actions/setup-python`: a workspace holding `ci/<the wheel>` (built on
-  the host from this checkout) and a Python on PATH whose venv already has softkey's
-  dependencies (the guest has no network; `pip install` of the wheel then needs none);
+  the host from this checkout) and the recipe's browser test file (the `c-test` block of
+  docs/ci.md, verbatim, as tests/browser/test_security_key.py), and a Python on PATH whose venv
+  already has softkey's dependencies and the packages the recipe's `pip install` names (the
+  guest has no network; `pip install` then needs none);
 - `sudo`: the guest runs as root, so a pass-through `sudo` first on PATH; USER=root;
 - a kernel modules directory for `modprobe`: the guest kernel's modules (already loaded from
   the initramfs) are copied to /lib/modules/VERSION and indexed with depmod;
-- the one step that runs *your* browser tests: `npx playwright test --headed` inside it is
-  replaced by BROWSER_CHECK (python-fido2 registers and logs in over the key's hidraw node,
-  Fido2Server verifies), under the recipe's own `sg softkey -c 'xvfb-run -a ...'` wrapper.
-Every other line runs as written, with bash -eo pipefail as Actions does. The guest has no
-udevd, so the rule `softkey udev --install` writes is not applied here (root needs none).
+- your site: the recipe's test opens http://localhost:8000/demo, which this row serves (the
+  relying party of guest_browser.py: a sign-up and a sign-in button, both ceremonies verified
+  by python-fido2's Fido2Server) for the length of the steps.
+Every step runs as written, the test step included (Playwright for Python drives the system
+Chromium, headed under the recipe's own `sg softkey -c 'xvfb-run -a ...'`), with bash -eo
+pipefail as Actions does. The guest has no udevd, so the rule `softkey udev --install` writes
+is not applied here (root needs none).
 """
 
 from __future__ import annotations
@@ -28,34 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ci_recipe import recipe, workflow_steps  # noqa: E402
 from rows import RowFailed as Fail  # noqa: E402
 
-YOUR_TESTS = "npx playwright test --headed"
-
-BROWSER_CHECK = r"""
-from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
-from fido2.hid import CtapHidDevice
-from fido2.server import Fido2Server
-from fido2.webauthn import (
-    PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity, ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
-DISCOURAGED = UserVerificationRequirement.DISCOURAGED
-
-(device,) = list(CtapHidDevice.list_devices())
-client = Fido2Client(
-    device, DefaultClientDataCollector("https://example.com"), user_interaction=UserInteraction()
-)
-server = Fido2Server(PublicKeyCredentialRpEntity(id="example.com", name="Example"))
-user = PublicKeyCredentialUserEntity(id=b"ci-user", name="ci", display_name="CI")
-options, state = server.register_begin(
-    user, resident_key_requirement=ResidentKeyRequirement.REQUIRED, user_verification=DISCOURAGED
-)
-registration = client.make_credential(options.public_key)
-credential = server.register_complete(state, registration).credential_data
-request, state = server.authenticate_begin([credential], user_verification=DISCOURAGED)
-assertion = client.get_assertion(request.public_key).get_response(0)
-server.authenticate_complete(state, [credential], assertion)
-print("registered and logged in over", device.descriptor.path)
-"""
+TEST_FILE = Path("tests/browser/test_security_key.py")
 
 
 def _modules_dir(s: Any) -> None:
@@ -81,7 +58,14 @@ def _prepare_workspace(s: Any, work: Path) -> dict[str, str]:
         '#!/bin/sh\n# root in the guest: sudo is a pass-through\nexec "$@"\n'
     )
     (shims / "sudo").chmod(0o755)
-    (work / "browser_check.py").write_text(BROWSER_CHECK)
+    (work / TEST_FILE).parent.mkdir(parents=True)
+    (work / TEST_FILE).write_text(recipe("c-test"))
+    # Debian's /usr/bin/chromium adds the flags files in /etc/chromium.d/ set (the guest's /etc
+    # is its own overlay): Chromium's device log, with its FIDO lines, on stderr.
+    Path("/etc/chromium.d/zz-softkey-e2e-logging").write_text(
+        'export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --enable-logging=stderr '
+        '--vmodule=device_event_log*=1"\n'
+    )
     venv = Path(cfg["venv"])
     return {
         "PATH": f"{shims}:{venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin",
@@ -90,30 +74,40 @@ def _prepare_workspace(s: Any, work: Path) -> dict[str, str]:
         "USER": "root",
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
+        # Diagnostics only, as a runner's job-level `env:` would set: Playwright copies the
+        # browser's stderr into the test's output, where the FIDO log lines enabled in
+        # /etc/chromium.d (below) say what Chromium's WebAuthn code did.
+        "DEBUG": "pw:browser",
     }
 
 
 def row_recipe_c(s: Any) -> str:
+    s.end_group()  # an earlier browser or RP server must not hold the display or port 8000
     if s.device is not None:  # the earlier rows' key: this recipe plugs in its own
         s.device.stop()
     work = Path("/tmp/e2e/ci-recipe")
     env = _prepare_workspace(s, work)
     (work / "home").mkdir()
     steps = workflow_steps(recipe("c"))
-    swapped = [st for st in steps if YOUR_TESTS in st.run]
-    if len(swapped) != 1:
-        raise Fail(f"recipe (c) should have one step running `{YOUR_TESTS}`, has {len(swapped)}")
+    import guest_browser
+
+    site = guest_browser.BrowserRun(
+        s.out, s.out / "logs" / "rp-server-recipe.log", name="Chromium (Playwright)",
+        result_file="recipe-result.json",
+    )  # fmt: skip
+    s.cleanups.append(site.stop)
+    site.serve(None, None)
     failed: str | None = None
     for number, step in enumerate(steps, 1):
         if failed and not step.always:
             s.log(f"-- step {number} skipped after the failure")
             continue
-        script = step.run.replace(YOUR_TESTS, "python browser_check.py")
+        script = step.run
         s.log(f"-- step {number} {step.name or ''}\n{script}")
         started = time.monotonic()
         res = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-            cwd=work, env=env, capture_output=True, text=True, timeout=180,
+            cwd=work, env=env, capture_output=True, text=True, timeout=600,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         seconds = time.monotonic() - started
@@ -121,8 +115,13 @@ def row_recipe_c(s: Any) -> str:
         if res.returncode != 0 and failed is None:
             title = step.name or step.run.splitlines()[0]
             failed = f"step {number} ({title}) exited {res.returncode}"
+    site.stop()
     if failed:
         raise Fail(failed + " (see the row log)")
+    signed_up = site.result.get("register_none", {})
+    signed_in = site.result.get("login", {})
+    if not signed_up.get("verified") or not signed_in.get("verified"):
+        raise Fail(f"the site did not verify a sign-up and a sign-in: {site.result}")
 
     status = json.loads((work / "softkey-status.json").read_text())
     hidraw = status.get("uhid", {}).get("hidraw")
@@ -130,10 +129,11 @@ def row_recipe_c(s: Any) -> str:
         raise Fail(f"softkey-status.json names no hidraw node: {status}")
     listed = json.loads((work / "credentials.json").read_text())
     rps = [c["rp_id"] for c in listed.get("credentials", [])]
-    if rps != ["example.com"]:
-        raise Fail(f"credentials.json lists {rps}, expected the one example.com credential")
+    if "credentials" not in listed or rps:
+        # The demo's credential is non-resident (see rp_demo.html): it takes no slot.
+        raise Fail(f"credentials.json lists {rps or listed}, expected no resident credential")
     trace = (work / "softkey-trace.log").read_text()
-    if "makeCredential rp=example.com" not in trace or "getAssertion rp=example.com" not in trace:
+    if "makeCredential rp=localhost" not in trace or "getAssertion rp=localhost" not in trace:
         raise Fail("softkey-trace.log lacks the makeCredential/getAssertion lines")
     pid = int((work / "softkey.pid").read_text())
     for _ in range(100):  # the cleanup step's SIGTERM unplugs and ends softkey run
@@ -145,8 +145,9 @@ def row_recipe_c(s: Any) -> str:
     if os.path.exists(hidraw):
         raise Fail(f"{hidraw} still exists after softkey run ended (not unplugged)")
     return (
-        f"{len(steps)} run steps as written (sudo as root); key up at {hidraw} via "
-        "`softkey status --wait`; the test step's command swapped for a python-fido2 "
-        "register+login under its sg/xvfb-run wrapper; credentials.json and trace checked; "
-        "unplugged on kill"
+        f"{len(steps)} run steps and the test file as written (sudo as root); key up at "
+        f"{hidraw} via `softkey status --wait`; Playwright with the system Chromium headed "
+        "under xvfb-run signed up and signed in on the demo site, "
+        "Fido2Server verified both; the trace shows the makeCredential and getAssertion for "
+        "localhost, credentials.json (no resident one) was written; unplugged on kill"
     )

@@ -59,12 +59,6 @@ class Encoded(bytes):
     __slots__ = ()
 
 
-def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
-    """CTAP2 canonical order of an encoded (key, value): major type, length, bytes."""
-    key = item[0]
-    return (key[0] >> 5, len(key), key)
-
-
 def encode(value: Any) -> bytes:
     """Encode a response value in CTAP2 canonical form."""
     # Exact-type checks first: responses are mostly plain bytes/str/int/dict/list, and
@@ -106,8 +100,12 @@ def encode(value: Any) -> bytes:
 
 
 def _encode_map(value: Mapping[Any, Any]) -> bytes:
-    items = [(encode(k), encode(v)) for k, v in value.items()]
-    items.sort(key=_item_order)
+    # Plain bytewise order of the encoded keys is the canonical order (major type, then
+    # length, then bytes) for integer, text and byte-string keys (every CTAP map has integer
+    # or text keys): the major type is the first byte's high bits, and within one major type
+    # a longer encoding has a larger head, so a larger first differing byte. Distinct keys
+    # have distinct encodings, so the values never decide.
+    items = sorted([(encode(k), encode(v)) for k, v in value.items()])
     return _head(5, len(items)) + b"".join([k + v for k, v in items])
 
 
@@ -150,15 +148,16 @@ class _Decoder:
         return value
 
     def item(self, depth: int) -> Any:
+        # Hot path (every request): the head and strings are read with locals, not _take.
         if depth > MAX_DEPTH:
             raise self._fail("nesting too deep")
-        pos = self.pos
-        if pos >= self.end:
+        data, pos, end = self.data, self.pos, self.end
+        if pos >= end:
             raise self._fail("truncated CBOR item")
-        initial = self.data[pos]
-        self.pos = pos + 1
+        initial = data[pos]
         major, info = initial >> 5, initial & 0x1F
         if major == 7:
+            self.pos = pos + 1
             if info == 20:
                 return False
             if info == 21:
@@ -166,41 +165,54 @@ class _Decoder:
             if info == 22:
                 return None
             raise self._fail("unsupported simple value or float")
-        arg = info if info < 24 else self._argument(info)
+        if info < 24:
+            arg = info
+            pos += 1
+            self.pos = pos
+        else:
+            self.pos = pos + 1
+            arg = self._argument(info)
+            pos = self.pos
         if major == 0:
             return arg
-        if major == 2:
-            return self._take(arg)
-        if major == 3:
+        if major == 2 or major == 3:
+            stop = pos + arg
+            if stop > end:
+                raise self._fail("truncated CBOR item")
+            self.pos = stop
+            if major == 2:
+                return data[pos:stop]
             try:
-                return self._take(arg).decode("utf-8")
+                return data[pos:stop].decode("utf-8")
             except UnicodeDecodeError:
                 raise self._fail("text string is not valid UTF-8") from None
         if major == 5:
-            if arg * 2 > self.end - self.pos:
+            if arg * 2 > end - pos:
                 raise self._fail("map longer than message")
             result: dict[Any, Any] = {}
-            previous: tuple[int, int, bytes] | None = None
-            data = self.data
+            previous: bytes | None = None
             for _ in range(arg):
                 start = self.pos
                 # Integer or text keys only (see the module docstring): anything else could
                 # alias an integer key in the decoded dict (True == 1, 1.0 == 1). Checked on
                 # the initial byte, before decoding, so no other key is ever built.
-                if start < self.end and data[start] >> 5 not in _KEY_MAJORS:
+                if start < end and data[start] >> 5 not in _KEY_MAJORS:
                     raise self._fail("map key must be an integer or a text string")
                 key = self.item(depth + 1)
+                # For shortest-form integer and text keys, bytewise order of the encodings is
+                # exactly the canonical order (major type, then length, then bytes): the major
+                # type is the high bits of the first byte, and a longer head or string always
+                # has a larger first differing byte. See _encode_map.
                 encoded = data[start : self.pos]
-                sort_key = (encoded[0] >> 5, len(encoded), encoded)
-                if previous is not None and sort_key <= previous:
+                if previous is not None and encoded <= previous:
                     raise self._fail("map keys not in canonical order or duplicated")
-                previous = sort_key
+                previous = encoded
                 result[key] = self.item(depth + 1)
             return result
         if major == 1:
             return -1 - arg
         if major == 4:
-            if arg > self.end - self.pos:
+            if arg > end - pos:
                 raise self._fail("array longer than message")
             return [self.item(depth + 1) for _ in range(arg)]
         raise self._fail("tags are not allowed")  # major 6

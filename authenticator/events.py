@@ -72,20 +72,24 @@ class EventBus:
     monotonic and says nothing about the date). A subscriber is called in the thread that
     emits (the transport's worker, holding the authenticator): it must be quick and must not
     call back into the authenticator. One that raises is logged and skipped.
+
+    The history keeps each event's raw parts (the wall time, the credential ID's bytes) and
+    builds the dict (ISO timestamp, base64url ID) when it is read: every makeCredential and
+    getAssertion emits, and nobody may ever look.
     """
 
     def __init__(
         self, *, history: int = DEFAULT_HISTORY, wall: Callable[[], float] = time.time
     ) -> None:
         self.wall = wall
-        self._history: deque[Event] = deque(maxlen=history)
+        self._history: deque[_Raw] = deque(maxlen=history)
         self._subscribers: tuple[Subscriber, ...] = ()
         self._seq = 0
 
     @property
     def history(self) -> list[Event]:
         """The most recent events, oldest first (copies)."""
-        return [dict(e) for e in list(self._history)]
+        return [_event(raw) for raw in list(self._history)]
 
     @property
     def last_seq(self) -> int:
@@ -108,26 +112,40 @@ class EventBus:
         credential_id: bytes | None = None,
         sign_count: int | None = None,
         **fields: Any,
-    ) -> Event:
-        if type_ not in EVENT_TYPES:
+    ) -> None:
+        if type_ not in _EVENT_TYPES:
             raise ValueError(f"unknown event type {type_!r}")
         self._seq += 1
-        event: Event = {
-            "type": type_,
-            "seq": self._seq,
-            "timestamp": _timestamp(self.wall()),
-            "rp_id": rp_id,
-            "credential_id": b64url(credential_id) if credential_id is not None else None,
-            "sign_count": sign_count,
-            **fields,
-        }
-        self._history.append(event)
-        for subscriber in self._subscribers:
+        raw = (type_, self._seq, self.wall(), rp_id, credential_id, sign_count, fields)
+        self._history.append(raw)
+        subscribers = self._subscribers
+        if not subscribers:
+            return
+        event = _event(raw)
+        for subscriber in subscribers:
             try:
                 subscriber(dict(event))
             except Exception:  # a listener must never break the device
                 log.exception("an event subscriber failed")
-        return event
+
+
+# An event as kept: (type, seq, wall seconds, rp_id, credential ID bytes, sign_count, extra
+# fields); ``_event`` makes the documented dict of it.
+_Raw = tuple[str, int, float, str | None, bytes | None, int | None, dict[str, Any]]
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+
+def _event(raw: _Raw) -> Event:
+    type_, seq, wall, rp_id, credential_id, sign_count, fields = raw
+    return {
+        "type": type_,
+        "seq": seq,
+        "timestamp": _timestamp(wall),
+        "rp_id": rp_id,
+        "credential_id": b64url(credential_id) if credential_id is not None else None,
+        "sign_count": sign_count,
+        **fields,
+    }
 
 
 def auth_data_flags(auth_data: bytes) -> tuple[bool, bool, int | None]:

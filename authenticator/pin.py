@@ -683,14 +683,13 @@ class PinUv:
             )
             self._request_used_token = True
             return True
-        if options.get("uv") or self.builtin.implied_by_always_uv(
-            self.always_uv, permission, options
-        ):
+        always_uv = self.always_uv
+        if options.get("uv") or self.builtin.implied_by_always_uv(always_uv, permission, options):
             # Built-in UV (builtin_uv.py; refused on keys without a fingerprint sensor). The
             # finger on the sensor is the user's presence too (§6.1.2 step 14).
             self._request_used_builtin_uv = self.builtin.uv_option(permission, rp_id, interaction)
             return True
-        if self.always_uv and (permission == "mc" or options.get("up", True)):
+        if always_uv and (permission == "mc" or options.get("up", True)):
             if self.is_set:
                 raise CtapError(Status.PUAT_REQUIRED, "alwaysUv is on: a PIN token is required")
             raise CtapError(Status.PIN_NOT_SET, "alwaysUv is on: set a PIN first")

@@ -285,6 +285,8 @@ class Store:
         self._slots: int | None = None  # COUNT(*) of credentials
         self._rp_counts: dict[bytes, tuple[int, int]] = {}  # rp hash -> (all, credProtect 1)
         self._counters: dict[CounterKey, list[int]] = {}  # key -> [last handed out, reserved]
+        self._meta: dict[str, bytes | None] = {}  # meta name -> value (None: no such entry)
+        self._any_properties: bool | None = None  # whether credential_properties has a row
         if self.path is None:
             self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
@@ -423,6 +425,8 @@ class Store:
         self._slots = None
         self._rp_counts.clear()
         self._counters.clear()
+        self._meta.clear()
+        self._any_properties = None
 
     def _check_external(self) -> None:
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -432,9 +436,18 @@ class Store:
 
     # -- meta ---------------------------------------------------------------------------
 
+    # Meta values (settings such as always_uv, read on every makeCredential/getAssertion) are
+    # cached too ("cached values" above), absent ones as None.
+
     def get_meta(self, name: str) -> bytes | None:
+        self._check_external()
+        try:
+            return self._meta[name]
+        except KeyError:
+            pass
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return bytes(row[0]) if row else None
+        value = self._meta[name] = bytes(row[0]) if row else None
+        return value
 
     def set_meta(self, name: str, value: bytes) -> None:
         with self.transaction() as db:
@@ -443,10 +456,12 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 (name, value),
             )
+            self._meta[name] = bytes(value)
 
     def delete_meta(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM meta WHERE name = ?", (name,))
+            self._meta[name] = None
 
     def get_int(self, name: str, default: int = 0) -> int:
         value = self.get_meta(name)
@@ -545,14 +560,20 @@ class Store:
         False, and nothing written, if that needs a new slot and all ``capacity`` are used.
         """
         with self.transaction() as db:
-            old = self.find_resident(cred.rp_id_hash, cred.user_id)
+            # Only what replacing needs: the same slot's (credential ID, credProtect level).
+            old = db.execute(
+                "SELECT credential_id, cred_protect FROM credentials "
+                "WHERE rp_id_hash = ? AND user_id = ?",
+                (cred.rp_id_hash, cred.user_id),
+            ).fetchone()
             used = self.resident_count()
             if old is None and capacity is not None and used >= capacity:
                 return False
             if old is not None:
-                db.execute("DELETE FROM credentials WHERE credential_id = ?", (old.credential_id,))
-                self._forget_counter(old.credential_id)
-                self._forget_extras(old.credential_id)
+                old_id = bytes(old[0])
+                db.execute("DELETE FROM credentials WHERE credential_id = ?", (old_id,))
+                self._forget_counter(old_id)
+                self._forget_extras(old_id)
             db.execute(
                 f"INSERT INTO credentials ({_FIELDS}, created_at) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER))",
@@ -577,7 +598,7 @@ class Store:
             counts = self._rp_counts.get(cred.rp_id_hash)
             if counts is not None:
                 if old is not None:
-                    counts = (counts[0] - 1, counts[1] - (old.cred_protect < 2))
+                    counts = (counts[0] - 1, counts[1] - (old[1] < 2))
                 self._rp_counts[cred.rp_id_hash] = (
                     counts[0] + 1,
                     counts[1] + (cred.cred_protect < 2),
@@ -680,6 +701,15 @@ class Store:
 
     def get_properties(self, credential_id: bytes) -> tuple[bool, bool] | None:
         """(backup_eligible, backup_state) set for this credential, or None (the default)."""
+        # Almost no key has any (a testing aid, backup.py): then no per-credential lookup.
+        self._check_external()
+        if self._any_properties is None:
+            self._any_properties = (
+                self._db.execute("SELECT 1 FROM credential_properties LIMIT 1").fetchone()
+                is not None
+            )
+        if not self._any_properties:
+            return None
         row = self._db.execute(
             "SELECT backup_eligible, backup_state FROM credential_properties "
             "WHERE credential_id = ?",
@@ -697,6 +727,7 @@ class Store:
                 "backup_eligible = excluded.backup_eligible, backup_state = excluded.backup_state",
                 (credential_id, int(backup_eligible), int(backup_state)),
             )
+            self._any_properties = True
 
     # -- signature counters -----------------------------------------------------------------
     # A counter is persisted before its value leaves the device, but not one commit per
@@ -786,6 +817,8 @@ class Store:
                         )
         except sqlite3.Error:
             pass  # the reservations stay: the counters resume above them
+        finally:
+            self._meta.clear()  # written above behind set_meta's back
 
     def get_counter(self, credential_id: bytes) -> int:
         return self.counter_value(counter_key(credential_id))

@@ -471,6 +471,7 @@ def update_docs(run: Path, results: dict[str, dict]) -> None:
     copies = {
         "browser-screenshot.png": ("browser.screenshot", "e2e-browser.png"),
         "browser-pin-dialog.png": ("browser.pin_uv", "e2e-browser-pin.png"),
+        "firefox-screenshot.png": ("firefox.pin_uv", "e2e-firefox.png"),
     }
     for name, (rid, target) in copies.items():
         if results.get(rid, {}).get("status") == "PASS" and (run / name).exists():

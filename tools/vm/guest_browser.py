@@ -92,6 +92,7 @@ class BrowserRun:
     name: str = "Chromium"  # for messages
     log_name: str = "chromium.log"  # the browser's stderr in logs/
     result_file: str = "browser-result.json"
+    shot_name: str = "browser-screenshot.png"
     user_ids: dict[bytes, bytes] = field(default_factory=dict)  # credential id -> user id
     lock: threading.Lock = field(default_factory=threading.Lock)
     verifier: Any = None  # attestation_check.ChainVerifier for the key under test
@@ -303,7 +304,7 @@ class BrowserRun:
         return version
 
     def screenshot(self) -> Path:
-        path = self.out / "browser-screenshot.png"
+        path = self.out / self.shot_name
         subprocess.run(
             ["import", "-display", DISPLAY, "-window", "root", str(path)],
             check=True, capture_output=True, timeout=60,

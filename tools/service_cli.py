@@ -237,10 +237,9 @@ def _refuse_if_running_by_hand(key: str) -> None:
 def _write_unit(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        # Atomic (a half-written unit is never loaded); 0644 as systemd's own units: it holds
-        # a command line, no secret.
+        # Atomic (a half-written unit is never loaded) and never by following a link; 0600
+        # like every file softkey writes: the user's own manager reads it, nobody else needs to.
         write_private_file(path, text.encode(), what="unit file")
-        os.chmod(path, 0o644)
     except (PrivateFileError, OSError) as exc:
         raise ServiceError(f"cannot write {path}: {exc}") from None
 

@@ -25,6 +25,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from softkey.authenticator.events import b64url
+
 if TYPE_CHECKING:
     from softkey.transports.pytest_plugin import SoftKey
     from softkey.transports.rp_client import RpClient
@@ -81,12 +83,20 @@ class _Pending(Exception):
     """A conditional request with nothing to offer: the page's promise stays pending."""
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _credential(response: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The PublicKeyCredential JSON around a create or get ``response`` body."""
+    return {
+        "id": response.id,
+        "rawId": b64url(response.raw_id),
+        "type": "public-key",
+        "authenticatorAttachment": "cross-platform",
+        "response": body,
+        "clientExtensionResults": _extension_results(response.client_extension_results),
+    }
 
 
 def origin_of(url: str) -> str | None:
@@ -321,14 +331,7 @@ class WebAuthnBridge:
         }
         if spki is not None:
             body["publicKey"] = b64url(spki)
-        return {
-            "id": response.id,
-            "rawId": b64url(response.raw_id),
-            "type": "public-key",
-            "authenticatorAttachment": "cross-platform",
-            "response": body,
-            "clientExtensionResults": _extension_results(response.client_extension_results),
-        }
+        return _credential(response, body)
 
     def get(
         self, origin: str, options: dict[str, Any], mediation: str | None = None
@@ -371,14 +374,7 @@ class WebAuthnBridge:
         }
         if response.response.user_handle is not None:
             body["userHandle"] = b64url(response.response.user_handle)
-        return {
-            "id": response.id,
-            "rawId": b64url(response.raw_id),
-            "type": "public-key",
-            "authenticatorAttachment": "cross-platform",
-            "response": body,
-            "clientExtensionResults": _extension_results(response.client_extension_results),
-        }
+        return _credential(response, body)
 
     # -- helpers ---------------------------------------------------------------------------------
 

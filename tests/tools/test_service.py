@@ -197,7 +197,7 @@ def test_install_writes_the_unit_creates_the_key_and_starts_it(world: World) -> 
     )
     assert result.exit_code == 0, result.output
     unit = world.unit_file
-    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o600
     expected = service_unit.render_unit(
         softkey_command(), environment={"XDG_DATA_HOME": world.env["XDG_DATA_HOME"]}
     )

@@ -638,11 +638,12 @@ def wait_ui_step(
     return None
 
 
-def type_pin(s: Any, run: BrowserRun, pin: str) -> None:
-    """Type the PIN into Chromium's dialog and press Enter.
+def type_pin(s: Any, run: BrowserRun, pin: str, window_class: str = "chromium") -> None:
+    """Type the PIN into the browser's PIN dialog and press Enter.
 
-    There is no window manager on Xvfb, so nothing gives the dialog focus for us: focus
-    Chromium's newest visible top-level window (the dialog) explicitly, then type.
+    There is no window manager on Xvfb, so nothing gives the dialog focus for us: focus the
+    browser's newest visible top-level window (Chromium's dialog; Firefox's main window, whose
+    PIN panel then has the focus) explicitly, then type.
     """
     env = dict(os.environ, DISPLAY=DISPLAY)
 
@@ -654,7 +655,7 @@ def type_pin(s: Any, run: BrowserRun, pin: str) -> None:
               f"{res.stderr.strip()}")  # fmt: skip
         return res.stdout
 
-    windows = xdo("search", "--onlyvisible", "--class", "chromium").split()
+    windows = xdo("search", "--onlyvisible", "--class", window_class).split()
     if windows:
         xdo("windowfocus", "--sync", windows[-1])
     xdo("type", "--delay", "80", pin)

@@ -36,6 +36,7 @@ from guest_browser import (
     credential_answers,
     raise_fail,
     set_pin,
+    type_pin,
 )
 
 PROFILE = Path("/tmp/e2e/firefox-profile")
@@ -196,7 +197,7 @@ def plan() -> list[tuple[str, Callable[[Any], str], tuple[str, ...]]]:
             time.sleep(8 if typed == 0 else 15)
             if run.logged_in_uv.is_set():
                 break
-            type_into_firefox(s, PIN)
+            type_pin(s, run, PIN, window_class="firefox")
             typed += 1
             if _wait(run, run.logged_in_uv, 10):
                 break
@@ -229,21 +230,3 @@ def plan() -> list[tuple[str, Callable[[Any], str], tuple[str, ...]]]:
         ("firefox.on_key", on_key, ("firefox.login_usernameless",)),
         ("firefox.pin_uv", pin_uv, ("firefox.login_usernameless",)),
     ]
-
-
-def type_into_firefox(s: Any, pin: str) -> None:
-    env = dict(os.environ, DISPLAY=DISPLAY)
-
-    def xdo(*args: str) -> str:
-        res = subprocess.run(
-            ["xdotool", *args], env=env, capture_output=True, text=True, timeout=30, check=False
-        )
-        s.log(f"$ xdotool {' '.join(args)} -> {res.returncode} {res.stdout.strip()} "
-              f"{res.stderr.strip()}")  # fmt: skip
-        return res.stdout
-
-    windows = xdo("search", "--onlyvisible", "--class", "firefox").split()
-    if windows:
-        xdo("windowfocus", "--sync", windows[-1])
-    xdo("type", "--delay", "80", pin)
-    xdo("key", "Return")
